@@ -1,0 +1,293 @@
+//! The `keytrail` command line.
+
+mod progress;
+mod summary;
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+use crate::convert::{ConvertOptions, convert};
+use crate::write::{PartitionKey, Partitioning, WriteOptions};
+
+/// Exit code: everything converted.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: the run failed; nothing was committed.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code: bad command-line usage.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: the run completed and committed, but some inputs or records were rejected.
+pub const EXIT_PARTIAL: u8 = 3;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "keytrail",
+    version,
+    about = "Turn AWS CloudTrail logs (with first-class KMS care) into Hive-partitioned Parquet",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Convert CloudTrail JSON (files, directories, globs, gzip, stdin) into partitioned Parquet.
+    Convert(ConvertArgs),
+    /// Write a synthetic CloudTrail delivery tree (mostly KMS events) for benchmarks.
+    Gen(GenArgs),
+}
+
+#[derive(Debug, Args)]
+struct GenArgs {
+    /// Directory to write AWSLogs/<account>/CloudTrail/<region>/YYYY/MM/DD/*.json.gz into.
+    #[arg(value_name = "OUT")]
+    output: PathBuf,
+
+    /// Number of events.
+    #[arg(short = 'n', long, default_value_t = 100_000)]
+    events: u64,
+
+    /// Random seed: the same seed writes the same files.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+
+    /// Records per delivery file.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
+    records_per_file: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ProgressMode {
+    /// A progress bar when stderr is a terminal.
+    Auto,
+    On,
+    Off,
+}
+
+#[derive(Debug, Args)]
+struct ConvertArgs {
+    /// Inputs: files, directories (searched recursively), glob patterns (quote them), or `-` for stdin.
+    /// Content decides the format: S3 delivery files {"Records":[...]}, plain or gzip, single
+    /// events, JSON arrays, NDJSON and EventBridge envelopes.
+    #[arg(required = true, value_name = "INPUT")]
+    inputs: Vec<String>,
+
+    /// Output directory for the Parquet dataset (created if missing; must be empty or a keytrail dataset).
+    #[arg(short, long, value_name = "DIR")]
+    output: PathBuf,
+
+    /// Partition keys in directory order, comma-separated, from: account, region, date, year,
+    /// month, day, service; or `none`.
+    #[arg(short, long, value_name = "KEYS", default_value = "region,date", value_parser = parse_partitioning)]
+    partition_by: Partitioning,
+
+    /// Replace the keytrail dataset already in the output directory.
+    #[arg(long)]
+    overwrite: bool,
+
+    /// Print the summary as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+
+    /// Progress bar on stderr.
+    #[arg(long, value_enum, default_value = "auto", value_name = "WHEN")]
+    progress: ProgressMode,
+
+    /// Worker threads (default: the number of cores).
+    #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
+
+    /// Close a Parquet file once it reaches this size (e.g. 256MiB, 1GB).
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
+    target_file_size: u64,
+
+    /// Buffer at most this much Arrow data in memory before spilling sorted runs to disk.
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
+    memory_limit: u64,
+}
+
+fn parse_partitioning(text: &str) -> Result<Partitioning, String> {
+    if text.trim().eq_ignore_ascii_case("none") || text.trim().is_empty() {
+        return Partitioning::new(Vec::new());
+    }
+    let keys = text
+        .split(',')
+        .map(str::parse::<PartitionKey>)
+        .collect::<Result<Vec<_>, _>>()?;
+    Partitioning::new(keys)
+}
+
+/// Parses `256MiB`, `1GB`, `4096`, `512k` (k/M/G are binary multiples, as are KiB/MiB/GiB).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let number: u64 = text[..digits]
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size such as 256MiB"))?;
+    let multiplier: u64 = match text[digits..].trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit `{other}` (use KiB, MiB or GiB)")),
+    };
+    number
+        .checked_mul(multiplier)
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("`{text}` is out of range"))
+}
+
+/// Runs the CLI and maps the outcome to an exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_logging(cli.verbose, cli.quiet);
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) if is_broken_pipe(&e) => ExitCode::from(EXIT_OK),
+        Err(e) => {
+            eprintln!("keytrail: {e:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(verbose >= 2)
+        .with_ansi(std::io::stderr().is_terminal())
+        .without_time()
+        .try_init();
+}
+
+fn run(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Convert(args) => run_convert(args, cli.quiet),
+        Command::Gen(args) => {
+            let options = crate::synth::GenOptions {
+                events: args.events,
+                seed: args.seed,
+                records_per_file: usize::try_from(args.records_per_file).unwrap_or(usize::MAX),
+            };
+            let summary = crate::synth::generate(&args.output, &options)
+                .with_context(|| format!("generating into {}", args.output.display()))?;
+            let mut stdout = std::io::stdout().lock();
+            writeln!(
+                stdout,
+                "wrote {} events in {} files ({}) under {}",
+                summary::thousands(summary.events),
+                summary::thousands(summary.files),
+                summary::bytes(summary.bytes),
+                args.output.display()
+            )?;
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+fn run_convert(args: ConvertArgs, quiet: bool) -> anyhow::Result<u8> {
+    let threads = args
+        .threads
+        .map(usize::from)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let options = ConvertOptions {
+        inputs: args.inputs,
+        output: args.output,
+        overwrite: args.overwrite,
+        threads,
+        batch_rows: 8192,
+        write: WriteOptions {
+            partitioning: args.partition_by,
+            target_file_bytes: args.target_file_size,
+            memory_limit_bytes: usize::try_from(args.memory_limit).unwrap_or(usize::MAX),
+            threads,
+            ..WriteOptions::default()
+        },
+    };
+    let show_progress = match args.progress {
+        ProgressMode::On => true,
+        ProgressMode::Off => false,
+        ProgressMode::Auto => !quiet && std::io::stderr().is_terminal(),
+    };
+    let bar = progress::Bar::new(show_progress);
+    let summary =
+        convert(&options, &bar).with_context(|| format!("converting into {}", options.output.display()))?;
+    bar.clear();
+
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer(&mut stdout, &summary)?;
+        writeln!(stdout)?;
+    } else {
+        summary::write_human(&mut stdout, &summary)?;
+    }
+    stdout.flush()?;
+    Ok(if summary.is_clean() { EXIT_OK } else { EXIT_PARTIAL })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_partition_lists_parse() {
+        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_size("1GB"), Ok(1 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("0").is_err());
+        assert_eq!(parse_partitioning("none").unwrap().keys().len(), 0);
+        assert_eq!(
+            parse_partitioning("account,region,year,month,day")
+                .unwrap()
+                .keys()
+                .len(),
+            5
+        );
+        assert!(parse_partitioning("region,region").is_err());
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

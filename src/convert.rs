@@ -1,0 +1,466 @@
+//! The `convert` job: inputs → records → Arrow batches → partitioned Parquet.
+//!
+//! Worker threads each take whole input files (gunzip, split, flatten) and send record batches
+//! over a bounded channel to one writer thread, so memory stays bounded whatever the input size.
+//! Per-record and per-file problems are reported and counted; they never stop the run.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use arrow::array::RecordBatch;
+use crossbeam_channel::{Receiver, Sender, bounded};
+use serde::Serialize;
+use tracing::{debug, info_span, warn};
+
+use crate::flatten::Flattener;
+use crate::read::classify::{Kind, SkipReason, TopFields, classify, remove_trailing_commas};
+use crate::read::split::{RawItem, Splitter};
+use crate::read::{Input, ReadError, discover, open};
+use crate::schema::Schema;
+use crate::write::{DatasetWriter, WriteError, WriteOptions, WriteSummary, prepare_output};
+
+/// Settings of a conversion.
+#[derive(Debug, Clone)]
+pub struct ConvertOptions {
+    /// Files, directories, glob patterns, or `-` for stdin.
+    pub inputs: Vec<String>,
+    pub output: PathBuf,
+    pub overwrite: bool,
+    pub write: WriteOptions,
+    /// Threads that read and flatten input files.
+    pub threads: usize,
+    /// Rows per record batch handed to the writer.
+    pub batch_rows: usize,
+}
+
+impl ConvertOptions {
+    pub fn new(inputs: Vec<String>, output: impl Into<PathBuf>) -> ConvertOptions {
+        let write = WriteOptions::default();
+        ConvertOptions {
+            inputs,
+            output: output.into(),
+            overwrite: false,
+            threads: write.threads,
+            write,
+            batch_rows: 8192,
+        }
+    }
+}
+
+/// A conversion that could not run or could not commit its output.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    #[error("no input files found ({0})")]
+    NoInputs(String),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
+/// Progress callbacks (the CLI draws a bar; the library default does nothing).
+pub trait ProgressSink: Sync {
+    fn start(&self, _files: usize, _bytes: Option<u64>) {}
+    fn file_done(&self, _events: u64, _bytes: u64) {}
+    fn finishing(&self) {}
+}
+
+/// A [`ProgressSink`] that ignores everything.
+pub struct NoProgress;
+impl ProgressSink for NoProgress {}
+
+/// Something wrong with one input or one record: reported and counted, never fatal.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    pub input: String,
+    /// 0-based index of the record within the input, when the problem is one record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<u64>,
+    /// Byte offset in the (decompressed) input.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.input)?;
+        match (self.record, self.offset) {
+            (Some(r), Some(o)) => write!(f, ": record {r} (byte {o})")?,
+            (None, Some(o)) => write!(f, ": byte {o}")?,
+            (Some(r), None) => write!(f, ": record {r}")?,
+            (None, None) => {}
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Why a whole input file produced no events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkippedFile {
+    Empty,
+    NotJson,
+    Digest,
+    NoEvents,
+}
+
+/// The outcome of a conversion.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ConvertSummary {
+    pub output: PathBuf,
+    pub run_id: String,
+    pub schema_version: u32,
+    pub input_files: usize,
+    pub input_bytes: u64,
+    /// Records that looked like CloudTrail events (converted or rejected).
+    pub events_read: u64,
+    pub rows_written: u64,
+    pub rejected_records: u64,
+    /// Records accepted after removing trailing commas.
+    pub repaired_records: u64,
+    /// JSON values inside the inputs that are not events (digests, other objects).
+    pub skipped_records: BTreeMap<SkipReason, u64>,
+    pub skipped_files: BTreeMap<SkippedFile, u64>,
+    /// Inputs that could not be read to the end (their earlier records are kept).
+    pub failed_files: u64,
+    pub partitions: usize,
+    pub files_written: usize,
+    pub bytes_written: u64,
+    pub spilled_runs: usize,
+    pub elapsed_seconds: f64,
+    pub events_per_second: f64,
+    /// The first problems found (all are logged as they happen).
+    pub problems: Vec<Problem>,
+    pub problem_count: u64,
+}
+
+impl ConvertSummary {
+    /// Whether everything read was converted.
+    pub fn is_clean(&self) -> bool {
+        self.problem_count == 0
+    }
+}
+
+const MAX_PROBLEMS_KEPT: usize = 100;
+
+#[derive(Default)]
+struct FileReport {
+    events: u64,
+    rejected: u64,
+    repaired: u64,
+    skipped_records: BTreeMap<SkipReason, u64>,
+    skipped_file: Option<SkippedFile>,
+    failed: bool,
+    problems: Vec<Problem>,
+    bytes: u64,
+}
+
+/// Runs a conversion. Problems with single inputs or records are in the summary; an error means
+/// nothing was committed.
+pub fn convert(
+    options: &ConvertOptions,
+    progress: &dyn ProgressSink,
+) -> Result<ConvertSummary, ConvertError> {
+    let started = Instant::now();
+    let discovery = discover(&options.inputs);
+    if discovery.inputs.is_empty() {
+        let why = if discovery.problems.is_empty() {
+            "the inputs contain no files".to_string()
+        } else {
+            discovery.problems.join("; ")
+        };
+        return Err(ConvertError::NoInputs(why));
+    }
+    let mut problems: Vec<Problem> = discovery
+        .problems
+        .iter()
+        .map(|p| {
+            warn!("{p}");
+            Problem {
+                input: p.split(": ").next().unwrap_or_default().to_string(),
+                record: None,
+                offset: None,
+                message: p.split_once(": ").map_or(p.as_str(), |(_, m)| m).to_string(),
+            }
+        })
+        .collect();
+    let inputs = discovery.inputs;
+    let total_bytes = inputs.iter().map(Input::size).sum::<Option<u64>>();
+    progress.start(inputs.len(), total_bytes);
+
+    let output = prepare_output(&options.output, options.overwrite, &options.write.partitioning)?;
+    let run_id = output.run_id().to_string();
+    let schema = Schema::builtin();
+    let writer = DatasetWriter::new(output, schema.arrow_schema(), options.write.clone());
+
+    let threads = options.threads.max(1).min(inputs.len());
+    let (sender, receiver) = bounded::<RecordBatch>(threads * 2);
+    let next = AtomicUsize::new(0);
+    let reports: Mutex<Vec<FileReport>> = Mutex::new(Vec::with_capacity(inputs.len()));
+
+    let write_result = std::thread::scope(|scope| {
+        let writer_thread = scope.spawn(move || write_all(writer, receiver));
+        for _ in 0..threads {
+            let sender = sender.clone();
+            let (inputs, next, reports) = (&inputs, &next, &reports);
+            scope.spawn(move || {
+                let mut flattener = Flattener::new();
+                while let Some(input) = inputs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let report = convert_input(input, &mut flattener, &sender, options.batch_rows);
+                    progress.file_done(report.events, report.bytes);
+                    reports
+                        .lock()
+                        .expect("no thread panics while holding it")
+                        .push(report);
+                }
+                if flattener.rows() > 0
+                    && let Ok(batch) = flattener.finish_batch()
+                {
+                    let _ = sender.send(batch);
+                }
+            });
+        }
+        drop(sender);
+        writer_thread.join().expect("the writer thread does not panic")
+    });
+    progress.finishing();
+    let written = write_result?;
+
+    let mut summary = ConvertSummary {
+        output: options.output.clone(),
+        run_id,
+        schema_version: schema.version(),
+        input_files: inputs.len(),
+        ..ConvertSummary::default()
+    };
+    summary.problem_count = problems.len() as u64;
+    for report in reports.into_inner().expect("threads joined") {
+        summary.input_bytes += report.bytes;
+        summary.events_read += report.events + report.rejected;
+        summary.rejected_records += report.rejected;
+        summary.repaired_records += report.repaired;
+        for (reason, n) in report.skipped_records {
+            *summary.skipped_records.entry(reason).or_default() += n;
+        }
+        if let Some(skip) = report.skipped_file {
+            *summary.skipped_files.entry(skip).or_default() += 1;
+        }
+        summary.failed_files += u64::from(report.failed);
+        summary.problem_count += report.problems.len() as u64;
+        problems.extend(report.problems);
+    }
+    problems.sort_by(|a, b| (&a.input, a.record, a.offset).cmp(&(&b.input, b.record, b.offset)));
+    problems.truncate(MAX_PROBLEMS_KEPT);
+    summary.problems = problems;
+    apply_write_summary(&mut summary, written);
+    summary.elapsed_seconds = started.elapsed().as_secs_f64();
+    summary.events_per_second = summary.events_read as f64 / summary.elapsed_seconds.max(1e-9);
+    Ok(summary)
+}
+
+fn apply_write_summary(summary: &mut ConvertSummary, written: WriteSummary) {
+    summary.rows_written = written.rows;
+    summary.partitions = written.partitions;
+    summary.files_written = written.files.len();
+    summary.bytes_written = written.files.iter().map(|f| f.bytes).sum();
+    summary.spilled_runs = written.spilled_runs;
+}
+
+fn write_all(mut writer: DatasetWriter, batches: Receiver<RecordBatch>) -> Result<WriteSummary, WriteError> {
+    for batch in batches {
+        if let Err(e) = writer.write(&batch) {
+            // Dropping the receiver makes the workers stop at their next send.
+            drop(writer);
+            return Err(e);
+        }
+    }
+    writer.finish()
+}
+
+/// One input being read.
+struct Reading<'a> {
+    name: String,
+    flattener: &'a mut Flattener,
+    sender: &'a Sender<RecordBatch>,
+    batch_rows: usize,
+    items: u64,
+    receiver_gone: bool,
+    report: FileReport,
+}
+
+impl Reading<'_> {
+    fn problem(&mut self, record: Option<u64>, offset: Option<u64>, message: String) {
+        let problem = Problem {
+            input: self.name.clone(),
+            record,
+            offset,
+            message,
+        };
+        warn!("{problem}");
+        self.report.problems.push(problem);
+    }
+
+    fn item(&mut self, item: RawItem<'_>) {
+        let index = self.items;
+        self.items += 1;
+        self.value(item.bytes, index, item.offset);
+        if self.flattener.rows() >= self.batch_rows
+            && let Ok(batch) = self.flattener.finish_batch()
+        {
+            self.receiver_gone |= self.sender.send(batch).is_err();
+        }
+    }
+
+    /// Classifies and converts one JSON value (a record, or text embedded in one).
+    fn value(&mut self, bytes: &[u8], index: u64, offset: u64) {
+        match classify(bytes) {
+            Ok(kind) => self.kind(kind, index, offset),
+            Err(error) => {
+                if let Some(fixed) = remove_trailing_commas(bytes)
+                    && let Ok(kind) = classify(&fixed)
+                {
+                    self.report.repaired += 1;
+                    debug!(record = index, "accepted after removing trailing commas");
+                    self.kind(kind, index, offset);
+                } else {
+                    self.report.rejected += 1;
+                    self.problem(Some(index), Some(offset), format!("invalid JSON: {error}"));
+                }
+            }
+        }
+    }
+
+    fn kind(&mut self, kind: Kind<'_>, index: u64, offset: u64) {
+        match kind {
+            Kind::Embedded(texts) => {
+                for text in texts {
+                    self.value(text.as_bytes(), index, offset);
+                }
+            }
+            Kind::Nested(inner) => self.value(inner.get().as_bytes(), index, offset),
+            Kind::Event(top) => self.event(&top, index, offset),
+            Kind::Records(records) => {
+                for record in records {
+                    self.value(record.get().as_bytes(), index, offset);
+                }
+            }
+            Kind::Skip(reason) => self.skip(reason),
+        }
+    }
+
+    fn skip(&mut self, reason: SkipReason) {
+        *self.report.skipped_records.entry(reason).or_default() += 1;
+    }
+
+    fn event(&mut self, top: &TopFields<'_>, index: u64, offset: u64) {
+        match self.flattener.append(top) {
+            Ok(()) => self.report.events += 1,
+            Err(e) => {
+                self.report.rejected += 1;
+                self.problem(Some(index), Some(offset), e.to_string());
+            }
+        }
+    }
+}
+
+/// Reads one input to the end (or to its first structural error) and flattens its events.
+fn convert_input(
+    input: &Input,
+    flattener: &mut Flattener,
+    sender: &Sender<RecordBatch>,
+    batch_rows: usize,
+) -> FileReport {
+    let _span = info_span!("input", %input).entered();
+    let mut reading = Reading {
+        name: input.to_string(),
+        flattener,
+        sender,
+        batch_rows,
+        items: 0,
+        receiver_gone: false,
+        report: FileReport::default(),
+    };
+    let mut opened = match open(input) {
+        Ok(opened) => opened,
+        Err(ReadError::Open { source, .. } | ReadError::Read { source, .. }) => {
+            reading.report.failed = true;
+            reading.problem(None, None, source.to_string());
+            return reading.report;
+        }
+    };
+    reading.report.bytes = input.size().unwrap_or(0);
+    let mut splitter = Splitter::new();
+    let mut chunk = vec![0u8; 256 * 1024];
+    let mut first_byte: Option<u8> = None;
+    loop {
+        let n = match opened.reader.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                reading.report.failed = true;
+                let what = if opened.gzip { "gzip stream" } else { "file" };
+                let at = splitter.position();
+                reading.problem(
+                    None,
+                    Some(at),
+                    format!("reading the {what} failed after {at} bytes: {e}"),
+                );
+                break;
+            }
+        };
+        if first_byte.is_none() {
+            first_byte = chunk[..n]
+                .strip_prefix(b"\xEF\xBB\xBF")
+                .unwrap_or(&chunk[..n])
+                .iter()
+                .copied()
+                .find(|b| !b.is_ascii_whitespace());
+            if first_byte.is_some_and(|b| b != b'{' && b != b'[') {
+                reading.report.skipped_file = Some(SkippedFile::NotJson);
+                debug!("skipped: not JSON");
+                return reading.report;
+            }
+        }
+        if let Err(e) = splitter.push(&chunk[..n], &mut |item| reading.item(item)) {
+            reading.report.failed = true;
+            let record = reading.items;
+            reading.problem(
+                Some(record),
+                Some(e.offset),
+                format!("malformed JSON: {}; the rest of the input is not read", e.message),
+            );
+            return finish_report(reading.report, record);
+        }
+        if reading.receiver_gone {
+            return reading.report;
+        }
+    }
+    if !reading.report.failed
+        && let Err(e) = splitter.finish()
+    {
+        reading.report.failed = true;
+        let record = reading.items;
+        reading.problem(Some(record), Some(e.offset), e.message);
+    }
+    if first_byte.is_none() && !reading.report.failed {
+        reading.report.skipped_file = Some(SkippedFile::Empty);
+        return reading.report;
+    }
+    let items = reading.items;
+    finish_report(reading.report, items)
+}
+
+fn finish_report(mut report: FileReport, items: u64) -> FileReport {
+    if items > 0 && report.events == 0 && report.rejected == 0 && !report.failed {
+        report.skipped_file = Some(if report.skipped_records.contains_key(&SkipReason::Digest) {
+            SkippedFile::Digest
+        } else {
+            SkippedFile::NoEvents
+        });
+    }
+    report
+}

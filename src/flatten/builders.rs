@@ -1,0 +1,273 @@
+//! Arrow builders for each schema column type, and the lenient JSON-to-Arrow coercions.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayBuilder, ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder,
+    MapBuilder, MapFieldNames, StringBuilder, StructBuilder, TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::{DataType, Field};
+use serde_json::Value;
+
+use super::time::{epoch_number_to_micros, parse_timestamp_micros};
+use crate::schema::{ColumnType, StructField, arrow_type, struct_fields};
+
+/// A value did not have a JSON type the column can hold; the caller keeps it in `unmapped`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WrongType;
+
+pub(crate) enum ColumnBuilder {
+    Utf8(StringBuilder),
+    Bool(BooleanBuilder),
+    Int32(Int32Builder),
+    Int64(Int64Builder),
+    Float64(Float64Builder),
+    Timestamp(TimestampMicrosecondBuilder),
+    Map(MapBuilder<StringBuilder, StringBuilder>),
+    ListUtf8(ListBuilder<StringBuilder>),
+    ListStruct(ListBuilder<StructBuilder>),
+}
+
+impl ColumnBuilder {
+    pub(crate) fn new(ty: ColumnType, fields: &[StructField], capacity: usize) -> ColumnBuilder {
+        match ty {
+            ColumnType::Utf8 | ColumnType::Json => {
+                ColumnBuilder::Utf8(StringBuilder::with_capacity(capacity, capacity * 16))
+            }
+            ColumnType::Bool => ColumnBuilder::Bool(BooleanBuilder::with_capacity(capacity)),
+            ColumnType::Int32 => ColumnBuilder::Int32(Int32Builder::with_capacity(capacity)),
+            ColumnType::Int64 => ColumnBuilder::Int64(Int64Builder::with_capacity(capacity)),
+            ColumnType::Float64 => ColumnBuilder::Float64(Float64Builder::with_capacity(capacity)),
+            ColumnType::Timestamp => ColumnBuilder::Timestamp(
+                TimestampMicrosecondBuilder::with_capacity(capacity).with_timezone("UTC"),
+            ),
+            ColumnType::Map => {
+                let names = MapFieldNames {
+                    entry: "key_value".into(),
+                    key: "key".into(),
+                    value: "value".into(),
+                };
+                ColumnBuilder::Map(MapBuilder::new(
+                    Some(names),
+                    StringBuilder::new(),
+                    StringBuilder::new(),
+                ))
+            }
+            ColumnType::ListUtf8 => ColumnBuilder::ListUtf8(
+                ListBuilder::new(StringBuilder::new()).with_field(element_field(ty, fields)),
+            ),
+            ColumnType::ListStruct => {
+                let builders: Vec<Box<dyn ArrayBuilder>> = fields
+                    .iter()
+                    .map(|_| Box::new(StringBuilder::new()) as Box<dyn ArrayBuilder>)
+                    .collect();
+                let values = StructBuilder::new(struct_fields(fields), builders);
+                ColumnBuilder::ListStruct(ListBuilder::new(values).with_field(element_field(ty, fields)))
+            }
+        }
+    }
+
+    pub(crate) fn append_null(&mut self) {
+        match self {
+            ColumnBuilder::Utf8(b) => b.append_null(),
+            ColumnBuilder::Bool(b) => b.append_null(),
+            ColumnBuilder::Int32(b) => b.append_null(),
+            ColumnBuilder::Int64(b) => b.append_null(),
+            ColumnBuilder::Float64(b) => b.append_null(),
+            ColumnBuilder::Timestamp(b) => b.append_null(),
+            ColumnBuilder::Map(b) => b.append(false).expect("map keys and values stay aligned"),
+            ColumnBuilder::ListUtf8(b) => b.append_null(),
+            ColumnBuilder::ListStruct(b) => b.append_null(),
+        }
+    }
+
+    pub(crate) fn append_str(&mut self, value: Option<&str>) {
+        match self {
+            ColumnBuilder::Utf8(b) => b.append_option(value),
+            _ => unreachable!("append_str is only used on utf8 columns"),
+        }
+    }
+
+    pub(crate) fn append_timestamp(&mut self, micros: i64) {
+        match self {
+            ColumnBuilder::Timestamp(b) => b.append_value(micros),
+            _ => unreachable!("append_timestamp is only used on timestamp columns"),
+        }
+    }
+
+    /// Appends a JSON value, coercing the spellings real logs use (`"true"`, numbers as strings,
+    /// numbers where text is expected). `None` and JSON null append null. On [`WrongType`] a null
+    /// has been appended.
+    pub(crate) fn append_json(&mut self, value: Option<&Value>) -> Result<(), WrongType> {
+        let Some(value) = value.filter(|v| !v.is_null()) else {
+            self.append_null();
+            return Ok(());
+        };
+        let ok = match self {
+            ColumnBuilder::Utf8(b) => {
+                match value {
+                    Value::String(s) => b.append_value(s),
+                    other => b.append_value(other.to_string()),
+                }
+                true
+            }
+            ColumnBuilder::Bool(b) => match as_bool(value) {
+                Some(v) => {
+                    b.append_value(v);
+                    true
+                }
+                None => false,
+            },
+            ColumnBuilder::Int32(b) => match as_i64(value).and_then(|v| i32::try_from(v).ok()) {
+                Some(v) => {
+                    b.append_value(v);
+                    true
+                }
+                None => false,
+            },
+            ColumnBuilder::Int64(b) => match as_i64(value) {
+                Some(v) => {
+                    b.append_value(v);
+                    true
+                }
+                None => false,
+            },
+            ColumnBuilder::Float64(b) => match as_f64(value) {
+                Some(v) => {
+                    b.append_value(v);
+                    true
+                }
+                None => false,
+            },
+            ColumnBuilder::Timestamp(b) => {
+                let micros = match value {
+                    Value::String(s) => parse_timestamp_micros(s),
+                    Value::Number(n) => n.as_f64().and_then(epoch_number_to_micros),
+                    _ => None,
+                };
+                match micros {
+                    Some(v) => {
+                        b.append_value(v);
+                        true
+                    }
+                    None => false,
+                }
+            }
+            ColumnBuilder::Map(b) => match value {
+                Value::Object(map) => {
+                    for (k, v) in map {
+                        b.keys().append_value(k);
+                        match v {
+                            Value::String(s) => b.values().append_value(s),
+                            Value::Null => b.values().append_null(),
+                            other => b.values().append_value(other.to_string()),
+                        }
+                    }
+                    b.append(true).expect("map keys and values stay aligned");
+                    true
+                }
+                _ => false,
+            },
+            ColumnBuilder::ListUtf8(b) => match value {
+                Value::Array(items) => {
+                    for item in items {
+                        match item {
+                            Value::String(s) => b.values().append_value(s),
+                            Value::Null => b.values().append_null(),
+                            other => b.values().append_value(other.to_string()),
+                        }
+                    }
+                    b.append(true);
+                    true
+                }
+                Value::String(s) => {
+                    b.values().append_value(s);
+                    b.append(true);
+                    true
+                }
+                _ => false,
+            },
+            ColumnBuilder::ListStruct(_) => {
+                unreachable!("list<struct> columns are appended with append_struct_list")
+            }
+        };
+        if ok {
+            Ok(())
+        } else {
+            self.append_null();
+            Err(WrongType)
+        }
+    }
+
+    /// Appends one list of structs. `elements` yields, per element, one value per struct field.
+    pub(crate) fn append_struct_list<'v>(&mut self, elements: impl Iterator<Item = Vec<Option<&'v Value>>>) {
+        let ColumnBuilder::ListStruct(list) = self else {
+            unreachable!("append_struct_list is only used on list<struct> columns")
+        };
+        let values = list.values();
+        for element in elements {
+            for (i, field) in element.into_iter().enumerate() {
+                let builder = values
+                    .field_builder::<StringBuilder>(i)
+                    .expect("struct fields are utf8 (checked by the schema)");
+                match field.filter(|v| !v.is_null()) {
+                    Some(Value::String(s)) => builder.append_value(s),
+                    Some(other) => builder.append_value(other.to_string()),
+                    None => builder.append_null(),
+                }
+            }
+            values.append(true);
+        }
+        list.append(true);
+    }
+
+    pub(crate) fn finish(&mut self) -> ArrayRef {
+        match self {
+            ColumnBuilder::Utf8(b) => Arc::new(b.finish()),
+            ColumnBuilder::Bool(b) => Arc::new(b.finish()),
+            ColumnBuilder::Int32(b) => Arc::new(b.finish()),
+            ColumnBuilder::Int64(b) => Arc::new(b.finish()),
+            ColumnBuilder::Float64(b) => Arc::new(b.finish()),
+            ColumnBuilder::Timestamp(b) => Arc::new(b.finish()),
+            ColumnBuilder::Map(b) => Arc::new(b.finish()),
+            ColumnBuilder::ListUtf8(b) => Arc::new(b.finish()),
+            ColumnBuilder::ListStruct(b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+fn element_field(ty: ColumnType, fields: &[StructField]) -> Arc<Field> {
+    match arrow_type(ty, fields) {
+        DataType::List(field) => field,
+        other => unreachable!("{other} is not a list type"),
+    }
+}
+
+fn as_bool(value: &Value) -> Option<bool> {
+    match value {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) if s.eq_ignore_ascii_case("true") => Some(true),
+        Value::String(s) if s.eq_ignore_ascii_case("false") => Some(false),
+        _ => None,
+    }
+}
+
+fn as_i64(value: &Value) -> Option<i64> {
+    match value {
+        Value::Number(n) => n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e18)
+                .map(|f| f as i64)
+        }),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn as_f64(value: &Value) -> Option<f64> {
+    match value {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}

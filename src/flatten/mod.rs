@@ -1,0 +1,326 @@
+//! Flattening CloudTrail events into Arrow record batches, driven by the schema file.
+//!
+//! A [`Flattener`] is push-based: hand it one event at a time ([`Flattener::append`]) and take a
+//! [`RecordBatch`] when you like ([`Flattener::finish_batch`]). It knows nothing about files.
+//!
+//! Nothing is dropped: every field the schema does not map, every case-variant key and every value
+//! of a type the column cannot hold is kept in the `unmapped` JSON column under its path.
+//!
+//! ```
+//! use keytrail::flatten::Flattener;
+//! use keytrail::read::classify::TopFields;
+//!
+//! let mut flattener = Flattener::new();
+//! let event = br#"{"eventTime":"2023-07-10T11:42:13Z","eventSource":"kms.amazonaws.com",
+//!   "eventName":"Decrypt","readOnly":"true","requestParameters":{"encryptionContext":{"app":"x"}}}"#;
+//! flattener.append(&TopFields::parse(event).unwrap()).unwrap();
+//! let batch = flattener.finish_batch().unwrap();
+//! assert_eq!(batch.num_rows(), 1);
+//! ```
+
+mod builders;
+mod derive;
+mod plan;
+pub mod time;
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::error::ArrowError;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use crate::read::classify::TopFields;
+use crate::schema::Schema;
+use builders::ColumnBuilder;
+pub use derive::Rule;
+use plan::{Parse, Plan, Source};
+
+/// Why one event could not be converted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FlattenError {
+    #[error("eventTime is missing")]
+    MissingEventTime,
+    #[error("eventTime {0} is not a timestamp")]
+    InvalidEventTime(String),
+}
+
+/// Builds record batches from CloudTrail events. See the [module documentation](self).
+pub struct Flattener {
+    plan: Arc<Plan>,
+    builders: Vec<ColumnBuilder>,
+    rows: usize,
+}
+
+impl Default for Flattener {
+    fn default() -> Self {
+        Flattener::new()
+    }
+}
+
+impl Flattener {
+    /// A flattener for the built-in schema.
+    pub fn new() -> Flattener {
+        Flattener::for_schema(Schema::builtin())
+    }
+
+    /// A flattener for `schema`.
+    ///
+    /// # Panics
+    /// If the schema names a derive rule this build does not implement (a test guards this).
+    pub fn for_schema(schema: &Schema) -> Flattener {
+        let plan =
+            Arc::new(Plan::compile(schema).unwrap_or_else(|e| panic!("schema and flattener disagree: {e}")));
+        let builders = plan.new_builders();
+        Flattener {
+            plan,
+            builders,
+            rows: 0,
+        }
+    }
+
+    /// Rows appended since the last [`Flattener::finish_batch`].
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Appends one event. On error nothing is appended.
+    pub fn append(&mut self, event: &TopFields<'_>) -> Result<(), FlattenError> {
+        let plan = &*self.plan;
+        let mut unmapped = Map::new();
+        let doc = Doc::load(plan, event, &mut unmapped);
+
+        let event_time = match doc.lookup(&plan.event_time, &mut unmapped) {
+            None => return Err(FlattenError::MissingEventTime),
+            Some(Value::String(s)) => time::parse_timestamp_micros(s)
+                .ok_or_else(|| FlattenError::InvalidEventTime(format!("{s:?}")))?,
+            Some(other) => return Err(FlattenError::InvalidEventTime(other.to_string())),
+        };
+        let is_kms = matches!(
+            doc.lookup(&plan.event_source, &mut unmapped),
+            Some(Value::String(s)) if s == "kms.amazonaws.com"
+        );
+        let doc = if is_kms { doc.with_payloads(plan) } else { doc };
+        let kms = is_kms.then(|| derive::KmsFacts::resolve(plan, &doc, &mut unmapped));
+
+        for (column, builder) in plan.columns.iter().zip(self.builders.iter_mut()) {
+            if column.kms_only && !is_kms {
+                builder.append_null();
+                continue;
+            }
+            match &column.source {
+                Source::EventTime => builder.append_timestamp(event_time),
+                Source::RawJson(slot) => {
+                    let text = doc.raw[*slot].map(RawValue::get).filter(|t| *t != "null");
+                    match text {
+                        Some(t) if needs_minify(t) => builder.append_str(Some(&minify(t))),
+                        other => builder.append_str(other),
+                    }
+                }
+                Source::Paths(paths) => {
+                    let found = paths.iter().find_map(|p| {
+                        doc.lookup(p, &mut unmapped)
+                            .filter(|v| !v.is_null())
+                            .map(|v| (p, v))
+                    });
+                    if let Some(fields) = &column.struct_fields {
+                        append_struct_list(builder, fields, found, &mut unmapped);
+                    } else if let Err(builders::WrongType) = builder.append_json(found.map(|f| f.1))
+                        && let Some((path, value)) = found
+                    {
+                        unmapped.insert(path.text.clone(), value.clone());
+                    }
+                }
+                Source::Derive(Rule::Unmapped) => {
+                    let text = (!unmapped.is_empty()).then(|| Value::Object(unmapped.clone()).to_string());
+                    builder.append_str(text.as_deref());
+                }
+                Source::Derive(rule) => {
+                    let facts = kms.as_ref().expect("derived KMS columns are kms-scoped");
+                    builder.append_str(facts.get(*rule));
+                }
+            }
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// Takes the rows appended so far as a batch (possibly empty).
+    pub fn finish_batch(&mut self) -> Result<RecordBatch, ArrowError> {
+        let columns = self.builders.iter_mut().map(ColumnBuilder::finish).collect();
+        self.rows = 0;
+        RecordBatch::try_new(self.plan.arrow.clone(), columns)
+    }
+}
+
+fn append_struct_list(
+    builder: &mut ColumnBuilder,
+    fields: &[plan::StructFieldPlan],
+    found: Option<(&plan::PathSpec, &Value)>,
+    unmapped: &mut Map<String, Value>,
+) {
+    let Some((path, value)) = found else {
+        builder.append_null();
+        return;
+    };
+    let Value::Array(elements) = value else {
+        unmapped.insert(path.text.clone(), value.clone());
+        builder.append_null();
+        return;
+    };
+    let mut rows = Vec::with_capacity(elements.len());
+    for (i, element) in elements.iter().enumerate() {
+        let Value::Object(object) = element else {
+            unmapped.insert(format!("{}[{i}]", path.text), element.clone());
+            continue;
+        };
+        let mut row = Vec::with_capacity(fields.len());
+        for field in fields {
+            let hit = field
+                .keys
+                .iter()
+                .find_map(|k| object.get_key_value(k.as_str()).filter(|(_, v)| !v.is_null()))
+                .or_else(|| {
+                    field.keys.iter().find_map(|k| {
+                        object
+                            .iter()
+                            .find(|(name, v)| name.eq_ignore_ascii_case(k) && !v.is_null())
+                    })
+                });
+            row.push(hit.map(|(_, v)| v));
+        }
+        for (key, v) in object {
+            let exact = fields.iter().any(|f| f.keys.iter().any(|k| k == key));
+            if !exact {
+                unmapped.insert(format!("{}[{i}].{key}", path.text), v.clone());
+            }
+        }
+        rows.push(row);
+    }
+    builder.append_struct_list(rows.into_iter());
+}
+
+/// One event's top-level members, matched to the plan's slots.
+pub(crate) struct Doc<'a> {
+    raw: Vec<Option<&'a RawValue>>,
+    values: Vec<Option<Value>>,
+}
+
+impl<'a> Doc<'a> {
+    fn load(plan: &Plan, event: &TopFields<'a>, unmapped: &mut Map<String, Value>) -> Doc<'a> {
+        let mut raw: Vec<Option<&'a RawValue>> = vec![None; plan.slots.len()];
+        let mut leftovers = Vec::new();
+        for (key, value) in &event.fields {
+            match plan.slot_by_key.get(key.as_ref()) {
+                Some(&slot) if raw[slot].is_none() => raw[slot] = Some(*value),
+                _ => leftovers.push((key, *value)),
+            }
+        }
+        for (key, value) in leftovers {
+            let parsed = parse_raw(value);
+            if let Some(&slot) = plan.slot_by_lower.get(&key.to_ascii_lowercase())
+                && raw[slot].is_none()
+            {
+                raw[slot] = Some(value);
+            }
+            unmapped.insert(key.to_string(), parsed);
+        }
+        let values = raw
+            .iter()
+            .zip(&plan.slots)
+            .map(|(r, slot)| match (r, slot.parse) {
+                (Some(r), Parse::Always) => Some(parse_raw(r)),
+                _ => None,
+            })
+            .collect();
+        let doc = Doc { raw, values };
+        for (slot, info) in plan.slots.iter().enumerate() {
+            if let (Some(node), Some(value)) = (&info.node, &doc.values[slot]) {
+                node.collect_unknown(value, &info.key, unmapped);
+            }
+        }
+        doc
+    }
+
+    /// Parses the payload members that only KMS columns read.
+    fn with_payloads(mut self, plan: &Plan) -> Doc<'a> {
+        for (slot, info) in plan.slots.iter().enumerate() {
+            if info.parse == Parse::Kms
+                && self.values[slot].is_none()
+                && let Some(raw) = self.raw[slot]
+            {
+                self.values[slot] = Some(parse_raw(raw));
+            }
+        }
+        self
+    }
+
+    /// Follows a path; keys that match only ignoring case are used and noted in `unmapped`.
+    pub(crate) fn lookup<'s>(
+        &'s self,
+        path: &plan::PathSpec,
+        unmapped: &mut Map<String, Value>,
+    ) -> Option<&'s Value> {
+        let mut value = self.values[path.slot].as_ref()?;
+        for (depth, key) in path.rest.iter().enumerate() {
+            let object = value.as_object()?;
+            value = match object.get(key) {
+                Some(v) => v,
+                None => {
+                    let (actual, v) = object.iter().find(|(k, _)| k.eq_ignore_ascii_case(key))?;
+                    unmapped.insert(path.variant_text(depth, actual), v.clone());
+                    v
+                }
+            };
+        }
+        Some(value)
+    }
+}
+
+fn parse_raw(raw: &RawValue) -> Value {
+    // The splitter and TopFields already validated this text, so parsing cannot fail; keep the
+    // raw text as a string rather than panic if that ever stops being true.
+    serde_json::from_str(raw.get()).unwrap_or_else(|_| Value::String(raw.get().to_string()))
+}
+
+fn needs_minify(text: &str) -> bool {
+    memchr::memchr3(b'\n', b'\r', b'\t', text.as_bytes()).is_some()
+        || text.contains(": ")
+        || text.contains(", ")
+}
+
+/// Removes insignificant whitespace from JSON text without re-encoding any value.
+fn minify(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in text.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if !c.is_ascii_whitespace() {
+            in_string = c == '"';
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minify_keeps_strings_and_numbers_exactly() {
+        assert_eq!(
+            minify("{\n  \"a b\": [1.50, 2e3],\n  \"c\": \"x \\\" y\"\n}"),
+            r#"{"a b":[1.50,2e3],"c":"x \" y"}"#
+        );
+    }
+}

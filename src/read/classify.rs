@@ -1,0 +1,246 @@
+//! Deciding what a JSON value found in the input is: a CloudTrail event, an envelope around one,
+//! a CloudTrail digest, or something else.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+/// The top-level members of a JSON object, values left unparsed.
+#[derive(Debug, Default)]
+pub struct TopFields<'a> {
+    pub fields: Vec<(Cow<'a, str>, &'a RawValue)>,
+}
+
+impl<'a> TopFields<'a> {
+    /// Parses the top level of a JSON object.
+    pub fn parse(bytes: &'a [u8]) -> Result<TopFields<'a>, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    /// The first member with exactly this key.
+    pub fn get(&self, key: &str) -> Option<&'a RawValue> {
+        self.fields.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+
+    fn has(&self, key: &str) -> bool {
+        self.fields.iter().any(|(k, _)| k == key)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for TopFields<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FieldsVisitor;
+        impl<'de> Visitor<'de> for FieldsVisitor {
+            type Value = TopFields<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut fields = Vec::with_capacity(32);
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    let value: &'de RawValue = map.next_value()?;
+                    fields.push((key, value));
+                }
+                Ok(TopFields { fields })
+            }
+        }
+        deserializer.deserialize_map(FieldsVisitor)
+    }
+}
+
+/// What a JSON value is.
+#[derive(Debug)]
+pub enum Kind<'a> {
+    /// A CloudTrail event (possibly unwrapped from an EventBridge envelope).
+    Event(TopFields<'a>),
+    /// An object holding a `Records` array (a delivery file nested in an array or NDJSON line).
+    Records(Vec<&'a RawValue>),
+    /// Records carried as JSON text inside strings (SIEM `_raw` strings, CloudWatch Logs
+    /// `logEvents[].message`): each string is classified again.
+    Embedded(Vec<String>),
+    /// A wrapper object (a SIEM export's `_raw` object) whose inner value is classified again.
+    Nested(&'a RawValue),
+    /// Something to skip and count, with the reason.
+    Skip(SkipReason),
+}
+
+/// Why a JSON value is not converted (these are counted, not errors).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    /// A CloudTrail digest file (integrity hashes, not events).
+    Digest,
+    /// A JSON object that is not a CloudTrail event.
+    NotAnEvent,
+    /// A JSON string, number, boolean, null or array where an event was expected.
+    NotAnObject,
+}
+
+impl SkipReason {
+    pub fn describe(self) -> &'static str {
+        match self {
+            SkipReason::Digest => "CloudTrail digest",
+            SkipReason::NotAnEvent => "JSON object that is not a CloudTrail event",
+            SkipReason::NotAnObject => "JSON value that is not an object",
+        }
+    }
+}
+
+const EVENT_KEYS: &[&str] = &["eventVersion", "eventTime", "eventSource", "eventName", "eventID"];
+const DIGEST_KEYS: &[&str] = &["digestStartTime", "digestEndTime", "digestS3Bucket"];
+
+/// Classifies one complete JSON value.
+pub fn classify(bytes: &[u8]) -> Result<Kind<'_>, serde_json::Error> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        // Still make sure it is valid JSON, so that garbage is an error rather than a skip.
+        serde_json::from_slice::<&RawValue>(bytes)?;
+        return Ok(Kind::Skip(SkipReason::NotAnObject));
+    }
+    let top = TopFields::parse(bytes)?;
+    classify_object(top)
+}
+
+fn classify_object(top: TopFields<'_>) -> Result<Kind<'_>, serde_json::Error> {
+    if EVENT_KEYS.iter().any(|k| top.has(k)) {
+        return Ok(Kind::Event(top));
+    }
+    if let (Some(_), Some(detail)) = (top.get("detail-type"), top.get("detail")) {
+        // EventBridge: `"detail-type": "AWS API Call via CloudTrail"` and friends.
+        let detail_bytes = detail.get().as_bytes();
+        if detail_bytes.first() == Some(&b'{') {
+            let inner = TopFields::parse(detail_bytes)?;
+            if EVENT_KEYS.iter().any(|k| inner.has(k)) {
+                return Ok(Kind::Event(inner));
+            }
+        }
+        return Ok(Kind::Skip(SkipReason::NotAnEvent));
+    }
+    if let Some(records) = top.get("Records") {
+        return Ok(Kind::Records(serde_json::from_str(records.get())?));
+    }
+    if let Some(raw) = top.get("_raw") {
+        // Cribl and Splunk exports: the original record (or whole delivery file) under `_raw`,
+        // as an object or as JSON text.
+        return Ok(match raw.get().as_bytes().first() {
+            Some(b'{') => Kind::Nested(raw),
+            Some(b'"') => Kind::Embedded(vec![serde_json::from_str(raw.get())?]),
+            _ => Kind::Skip(SkipReason::NotAnEvent),
+        });
+    }
+    if let (Some(events), Some(_)) = (top.get("logEvents"), top.get("logGroup")) {
+        // A CloudWatch Logs subscription payload: each message is one CloudTrail event.
+        #[derive(serde::Deserialize)]
+        struct LogEvent {
+            message: String,
+        }
+        let events: Vec<LogEvent> = serde_json::from_str(events.get())?;
+        return Ok(Kind::Embedded(events.into_iter().map(|e| e.message).collect()));
+    }
+    if DIGEST_KEYS.iter().any(|k| top.has(k)) {
+        return Ok(Kind::Skip(SkipReason::Digest));
+    }
+    Ok(Kind::Skip(SkipReason::NotAnEvent))
+}
+
+/// Removes commas that directly precede `}` or `]` (outside strings), the most common defect in
+/// hand-edited CloudTrail examples. Returns `None` when there is nothing to remove.
+pub fn remove_trailing_commas(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut pending_comma: Option<usize> = None;
+    let mut changed = false;
+    for &b in bytes {
+        if in_string {
+            out.push(b);
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'}' | b']' => {
+                if let Some(at) = pending_comma.take() {
+                    out.remove(at);
+                    changed = true;
+                }
+            }
+            b' ' | b'\n' | b'\r' | b'\t' => {}
+            b',' => pending_comma = Some(out.len()),
+            _ => {
+                pending_comma = None;
+                in_string = b == b'"';
+            }
+        }
+        out.push(b);
+    }
+    changed.then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_each_kind() {
+        assert!(matches!(
+            classify(br#"{"eventName":"Decrypt"}"#).unwrap(),
+            Kind::Event(_)
+        ));
+        let envelope = br#"{"version":"0","detail-type":"AWS API Call via CloudTrail","source":"aws.kms","detail":{"eventVersion":"1.08","eventName":"Decrypt"}}"#;
+        match classify(envelope).unwrap() {
+            Kind::Event(top) => assert_eq!(top.get("eventName").unwrap().get(), "\"Decrypt\""),
+            other => panic!("{other:?}"),
+        }
+        match classify(br#"{"Records":[{"eventName":"A"},{"eventName":"B"}]}"#).unwrap() {
+            Kind::Records(records) => assert_eq!(records.len(), 2),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            classify(br#"{"awsAccountId":"1","digestStartTime":"2023"}"#).unwrap(),
+            Kind::Skip(SkipReason::Digest)
+        ));
+        assert!(matches!(
+            classify(br#"{"hello":1}"#).unwrap(),
+            Kind::Skip(SkipReason::NotAnEvent)
+        ));
+        match classify(br#"{"_time":1,"_raw":"{\"eventName\":\"X\"}"}"#).unwrap() {
+            Kind::Embedded(texts) => assert_eq!(texts, vec![r#"{"eventName":"X"}"#.to_string()]),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            classify(br#"{"_raw":{"Records":[]}}"#).unwrap(),
+            Kind::Nested(_)
+        ));
+        match classify(
+            br#"{"logGroup":"g","logEvents":[{"id":"1","message":"{}"},{"id":"2","message":"{}"}]}"#,
+        )
+        .unwrap()
+        {
+            Kind::Embedded(texts) => assert_eq!(texts.len(), 2),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            classify(b"\"text\"").unwrap(),
+            Kind::Skip(SkipReason::NotAnObject)
+        ));
+        assert!(classify(br#"{"eventName":}"#).is_err());
+    }
+
+    #[test]
+    fn trailing_commas_are_removed_outside_strings_only() {
+        let fixed = remove_trailing_commas(b"{\"a\": [1, 2, ],\n \"b\": \"x,]\",\n}").unwrap();
+        assert_eq!(
+            String::from_utf8(fixed).unwrap(),
+            "{\"a\": [1, 2 ],\n \"b\": \"x,]\"\n}"
+        );
+        assert!(remove_trailing_commas(br#"{"a":[1,2],"b":"],"}"#).is_none());
+    }
+}

@@ -1,0 +1,162 @@
+//! Expanding the command line's INPUT arguments into a sorted list of inputs.
+
+use std::collections::BTreeSet;
+use std::path::{Component, Path, PathBuf};
+
+use globset::{GlobBuilder, GlobMatcher};
+use walkdir::WalkDir;
+
+use super::Input;
+
+/// The inputs found, and the arguments that found nothing.
+#[derive(Debug, Default)]
+pub struct Discovery {
+    pub inputs: Vec<Input>,
+    /// One message per argument or directory entry that could not be used.
+    pub problems: Vec<String>,
+}
+
+/// Expands files, directories (recursively), glob patterns and `-` (stdin).
+///
+/// Directory walks skip hidden entries (`.name`) and `_`-prefixed ones, the names that Hive, Spark
+/// and Athena treat as not-data. Order is sorted by path so runs are reproducible.
+pub fn discover(args: &[String]) -> Discovery {
+    let mut found = BTreeSet::new();
+    let mut stdin = false;
+    let mut problems = Vec::new();
+    for arg in args {
+        if arg == "-" {
+            stdin = true;
+            continue;
+        }
+        let path = Path::new(arg);
+        if path.is_dir() {
+            walk(path, None, &mut found, &mut problems);
+        } else if path.exists() {
+            found.insert(path.to_path_buf());
+        } else if has_glob_chars(arg) {
+            match glob_matcher(arg) {
+                Ok(matcher) => {
+                    let before = found.len();
+                    walk(&glob_base(arg), Some(&matcher), &mut found, &mut problems);
+                    if found.len() == before {
+                        problems.push(format!("{arg}: the pattern matched no files"));
+                    }
+                }
+                Err(e) => problems.push(format!("{arg}: invalid glob pattern: {e}")),
+            }
+        } else {
+            problems.push(format!("{arg}: no such file or directory"));
+        }
+    }
+    let mut inputs: Vec<Input> = found.into_iter().map(Input::File).collect();
+    if stdin {
+        inputs.push(Input::Stdin);
+    }
+    Discovery { inputs, problems }
+}
+
+fn has_glob_chars(arg: &str) -> bool {
+    arg.contains(['*', '?', '[', '{'])
+}
+
+fn glob_matcher(pattern: &str) -> Result<GlobMatcher, globset::Error> {
+    Ok(GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .build()?
+        .compile_matcher())
+}
+
+/// The longest leading run of path components without glob characters.
+fn glob_base(pattern: &str) -> PathBuf {
+    let mut base = PathBuf::new();
+    for component in Path::new(pattern).components() {
+        if let Component::Normal(part) = component
+            && has_glob_chars(&part.to_string_lossy())
+        {
+            break;
+        }
+        base.push(component);
+    }
+    if base.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        base
+    }
+}
+
+fn walk(
+    root: &Path,
+    matcher: Option<&GlobMatcher>,
+    found: &mut BTreeSet<PathBuf>,
+    problems: &mut Vec<String>,
+) {
+    let walker = WalkDir::new(root)
+        .follow_links(true)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| e.depth() == 0 || !is_hidden(e.file_name()));
+    for entry in walker {
+        match entry {
+            Ok(entry) if entry.file_type().is_file() => {
+                let path = entry.into_path();
+                let relative = path.strip_prefix("./").unwrap_or(&path);
+                if matcher.is_none_or(|m| m.is_match(relative) || m.is_match(&path)) {
+                    found.insert(path);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => problems.push(format!(
+                "{}: {}",
+                e.path().unwrap_or(root).display(),
+                e.io_error()
+                    .map(|io| io.to_string())
+                    .unwrap_or_else(|| e.to_string())
+            )),
+        }
+    }
+}
+
+fn is_hidden(name: &std::ffi::OsStr) -> bool {
+    let name = name.to_string_lossy();
+    name.starts_with('.') || name.starts_with('_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directories_globs_and_missing_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = dir
+            .path()
+            .join("AWSLogs/111122223333/CloudTrail/us-east-1/2023/07/10");
+        std::fs::create_dir_all(&day).unwrap();
+        std::fs::write(day.join("b.json.gz"), b"x").unwrap();
+        std::fs::write(day.join("a.json"), b"x").unwrap();
+        std::fs::write(day.join(".hidden.json"), b"x").unwrap();
+        std::fs::create_dir_all(dir.path().join("_staging")).unwrap();
+        std::fs::write(dir.path().join("_staging/c.json"), b"x").unwrap();
+
+        let root = dir.path().to_string_lossy().into_owned();
+        let found = discover(std::slice::from_ref(&root));
+        let names: Vec<_> = found
+            .inputs
+            .iter()
+            .map(|i| i.to_string().rsplit('/').next().unwrap().to_string())
+            .collect();
+        assert_eq!(names, vec!["a.json", "b.json.gz"]);
+
+        let pattern = format!("{root}/AWSLogs/*/CloudTrail/**/*.gz");
+        let globbed = discover(&[pattern, format!("{root}/nope.json")]);
+        assert_eq!(globbed.inputs.len(), 1);
+        assert!(globbed.inputs[0].to_string().ends_with("b.json.gz"));
+        assert_eq!(globbed.problems.len(), 1);
+        assert!(
+            globbed.problems[0].contains("no such file"),
+            "{:?}",
+            globbed.problems
+        );
+    }
+}

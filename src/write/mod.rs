@@ -1,0 +1,417 @@
+//! Writing flattened batches as a Hive-partitioned Parquet dataset.
+//!
+//! Rows are buffered per partition under a memory limit. When the limit is reached the largest
+//! partition buffer is sorted by `(event_time, event_id)` and spilled to a hidden staging area as
+//! an Arrow IPC run. At the end each partition's runs are merged, so every Parquet file is sorted
+//! by event time and files roll at a size threshold instead of one small file per input. Files
+//! are written under a hidden staging directory and renamed into place only when complete, so no
+//! reader ever sees a partial file.
+
+mod output;
+mod parquet_file;
+pub mod partition;
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
+use arrow::compute::interleave_record_batch;
+use arrow::compute::{SortColumn, SortOptions, lexsort_to_indices, take_record_batch};
+use arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
+use arrow::error::ArrowError;
+use arrow::ipc::reader::FileReader;
+use arrow::ipc::writer::FileWriter;
+use tracing::{debug, info_span};
+
+pub use output::{DatasetMarker, OutputDir, prepare_output};
+pub use partition::{PartitionKey, Partitioning};
+
+/// Errors writing the dataset. Each names the path involved.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Parquet {
+        path: PathBuf,
+        source: parquet::errors::ParquetError,
+    },
+    #[error("{context}: {source}")]
+    Arrow { context: String, source: ArrowError },
+    #[error("{0}")]
+    Refused(String),
+}
+
+pub(crate) fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> WriteError + '_ {
+    move |source| WriteError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn arrow_error(context: &str) -> impl FnOnce(ArrowError) -> WriteError + '_ {
+    move |source| WriteError::Arrow {
+        context: context.to_string(),
+        source,
+    }
+}
+
+/// Settings of a dataset write.
+#[derive(Debug, Clone)]
+pub struct WriteOptions {
+    pub partitioning: Partitioning,
+    /// A file is closed once its encoded size reaches this many bytes.
+    pub target_file_bytes: u64,
+    /// Buffered Arrow data above this many bytes is sorted and spilled to disk.
+    pub memory_limit_bytes: usize,
+    /// Rows per Parquet row group.
+    pub row_group_rows: usize,
+    /// Threads that encode Parquet at the end.
+    pub threads: usize,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        WriteOptions {
+            partitioning: Partitioning::default(),
+            target_file_bytes: 256 * 1024 * 1024,
+            memory_limit_bytes: 256 * 1024 * 1024,
+            row_group_rows: 128 * 1024,
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+}
+
+/// One Parquet file written (path relative to the output directory).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WrittenFile {
+    pub path: String,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// What a finished write produced.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct WriteSummary {
+    pub rows: u64,
+    pub partitions: usize,
+    pub files: Vec<WrittenFile>,
+    pub spilled_runs: usize,
+}
+
+#[derive(Default)]
+struct PartitionBuffer {
+    batches: Vec<RecordBatch>,
+    bytes: usize,
+    runs: Vec<PathBuf>,
+}
+
+/// Writes batches into a staging area and commits them to the output directory on finish.
+pub struct DatasetWriter {
+    output: OutputDir,
+    schema: SchemaRef,
+    options: WriteOptions,
+    partitions: BTreeMap<String, PartitionBuffer>,
+    buffered_bytes: usize,
+    spills: usize,
+    rows: u64,
+}
+
+impl DatasetWriter {
+    pub fn new(output: OutputDir, schema: SchemaRef, options: WriteOptions) -> DatasetWriter {
+        DatasetWriter {
+            output,
+            schema,
+            options,
+            partitions: BTreeMap::new(),
+            buffered_bytes: 0,
+            spills: 0,
+            rows: 0,
+        }
+    }
+
+    /// Rows accepted so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Adds a batch of flattened rows.
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), WriteError> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.rows += batch.num_rows() as u64;
+        let paths = self.options.partitioning.row_paths(batch);
+        // Group row indices by partition (sorted by partition path, stable within one).
+        let mut order: Vec<u32> = (0..batch.num_rows() as u32).collect();
+        order.sort_by(|a, b| paths[*a as usize].cmp(&paths[*b as usize]));
+        let mut start = 0;
+        while start < order.len() {
+            let path = &paths[order[start] as usize];
+            let end = start
+                + order[start..]
+                    .iter()
+                    .take_while(|i| &paths[**i as usize] == path)
+                    .count();
+            let part = if start == 0 && end == order.len() {
+                batch.clone()
+            } else {
+                let indices = UInt32Array::from(order[start..end].to_vec());
+                take_record_batch(batch, &indices).map_err(arrow_error("partitioning rows"))?
+            };
+            let size = part.get_array_memory_size();
+            let buffer = self.partitions.entry(path.clone()).or_default();
+            buffer.batches.push(part);
+            buffer.bytes += size;
+            self.buffered_bytes += size;
+            start = end;
+        }
+        while self.buffered_bytes > self.options.memory_limit_bytes {
+            self.spill_largest()?;
+        }
+        Ok(())
+    }
+
+    fn spill_largest(&mut self) -> Result<(), WriteError> {
+        let Some((path, buffer)) = self
+            .partitions
+            .iter_mut()
+            .filter(|(_, b)| !b.batches.is_empty())
+            .max_by_key(|(_, b)| b.bytes)
+        else {
+            return Ok(());
+        };
+        let _span = info_span!("spill", partition = %path, bytes = buffer.bytes).entered();
+        let sorted = sort_rows(&self.schema, std::mem::take(&mut buffer.batches))?;
+        self.buffered_bytes -= buffer.bytes;
+        buffer.bytes = 0;
+        let run_path = self
+            .output
+            .spill_dir()
+            .join(format!("run-{:06}.arrow", self.spills));
+        self.spills += 1;
+        let file = File::create(&run_path).map_err(io_error(&run_path))?;
+        let mut writer = FileWriter::try_new(BufWriter::new(file), &self.schema)
+            .map_err(arrow_error("spilling a sorted run"))?;
+        for offset in (0..sorted.num_rows()).step_by(MERGE_BATCH_ROWS) {
+            let len = MERGE_BATCH_ROWS.min(sorted.num_rows() - offset);
+            writer
+                .write(&sorted.slice(offset, len))
+                .map_err(arrow_error("spilling a sorted run"))?;
+        }
+        writer.finish().map_err(arrow_error("spilling a sorted run"))?;
+        debug!(run = %run_path.display(), rows = sorted.num_rows(), "spilled run");
+        buffer.runs.push(run_path);
+        Ok(())
+    }
+
+    /// Sorts, merges and encodes every partition, then commits the files into the output
+    /// directory.
+    pub fn finish(self) -> Result<WriteSummary, WriteError> {
+        let DatasetWriter {
+            output,
+            schema,
+            options,
+            partitions,
+            spills,
+            rows,
+            ..
+        } = self;
+        let partitions: Vec<(String, PartitionBuffer)> = partitions.into_iter().collect();
+        let next = AtomicUsize::new(0);
+        let written = Mutex::new(Vec::new());
+        let first_error = Mutex::new(None);
+        let work = Mutex::new(partitions.into_iter().map(Some).collect::<Vec<_>>());
+        let count = work.lock().map(|w| w.len()).unwrap_or(0);
+        std::thread::scope(|scope| {
+            for _ in 0..options.threads.max(1).min(count.max(1)) {
+                scope.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= count || first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
+                            break;
+                        }
+                        let Some((path, buffer)) = work.lock().ok().and_then(|mut w| w[i].take()) else {
+                            break;
+                        };
+                        match write_partition(&output, &schema, &options, &path, buffer) {
+                            Ok(files) => written
+                                .lock()
+                                .expect("no thread panics while holding it")
+                                .extend(files),
+                            Err(e) => {
+                                first_error
+                                    .lock()
+                                    .expect("no thread panics while holding it")
+                                    .get_or_insert(e);
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        if let Some(error) = first_error.into_inner().expect("threads joined") {
+            return Err(error);
+        }
+        let mut files = written.into_inner().expect("threads joined");
+        files.sort_by(|a: &WrittenFile, b| a.path.cmp(&b.path));
+        let partition_count = files
+            .iter()
+            .map(|f| f.path.rsplit_once('/').map_or("", |(dir, _)| dir))
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        output.commit(&files)?;
+        Ok(WriteSummary {
+            rows,
+            partitions: partition_count,
+            files,
+            spilled_runs: spills,
+        })
+    }
+}
+
+const MERGE_BATCH_ROWS: usize = 8192;
+
+/// Concatenates and sorts batches by `(event_time, event_id)`, the order of every output file.
+fn sort_rows(schema: &SchemaRef, batches: Vec<RecordBatch>) -> Result<RecordBatch, WriteError> {
+    let all = arrow::compute::concat_batches(schema, &batches).map_err(arrow_error("sorting rows"))?;
+    drop(batches);
+    let key = |name: &str| SortColumn {
+        values: all.column_by_name(name).expect("sort columns exist").clone(),
+        options: Some(SortOptions {
+            descending: false,
+            nulls_first: false,
+        }),
+    };
+    let indices = lexsort_to_indices(&[key("event_time"), key("event_id")], None)
+        .map_err(arrow_error("sorting rows"))?;
+    take_record_batch(&all, &indices).map_err(arrow_error("sorting rows"))
+}
+
+/// A sorted run being merged: its current batch and position.
+struct Cursor {
+    batches: Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>> + Send>,
+    batch: RecordBatch,
+    row: usize,
+}
+
+impl Cursor {
+    fn key(&self) -> (i64, Option<&str>) {
+        let times = self.batch.column(0).as_primitive::<TimestampMicrosecondType>();
+        let ids = self
+            .batch
+            .column_by_name("event_id")
+            .expect("event_id exists")
+            .as_string::<i32>();
+        let id = (!ids.is_null(self.row)).then(|| ids.value(self.row));
+        (times.value(self.row), id)
+    }
+}
+
+fn cmp_keys(a: (i64, Option<&str>), b: (i64, Option<&str>)) -> std::cmp::Ordering {
+    // Same order as sort_rows: nulls last.
+    a.0.cmp(&b.0).then_with(|| match (a.1, b.1) {
+        (Some(x), Some(y)) => x.cmp(y),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => std::cmp::Ordering::Equal,
+    })
+}
+
+fn write_partition(
+    output: &OutputDir,
+    schema: &SchemaRef,
+    options: &WriteOptions,
+    partition: &str,
+    buffer: PartitionBuffer,
+) -> Result<Vec<WrittenFile>, WriteError> {
+    let _span = info_span!("write_partition", partition).entered();
+    let mut runs: Vec<Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>> + Send>> = Vec::new();
+    if !buffer.batches.is_empty() {
+        let sorted = sort_rows(schema, buffer.batches)?;
+        let slices: Vec<_> = (0..sorted.num_rows())
+            .step_by(MERGE_BATCH_ROWS)
+            .map(|o| Ok(sorted.slice(o, MERGE_BATCH_ROWS.min(sorted.num_rows() - o))))
+            .collect();
+        runs.push(Box::new(slices.into_iter()));
+    }
+    for run in &buffer.runs {
+        let file = File::open(run).map_err(io_error(run))?;
+        let reader = FileReader::try_new(file, None).map_err(arrow_error("reading a spilled run"))?;
+        runs.push(Box::new(reader));
+    }
+    let mut sink = parquet_file::RollingWriter::new(output, schema, options, partition);
+    if runs.len() == 1 {
+        for batch in runs.pop().into_iter().flatten() {
+            sink.write(&batch.map_err(arrow_error("reading a sorted run"))?)?;
+        }
+    } else {
+        merge_runs(runs, &mut sink)?;
+    }
+    for run in &buffer.runs {
+        fs::remove_file(run).map_err(io_error(run))?;
+    }
+    sink.finish()
+}
+
+/// k-way merge of sorted runs into the sink, in `MERGE_BATCH_ROWS` chunks.
+fn merge_runs(
+    runs: Vec<Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>> + Send>>,
+    sink: &mut parquet_file::RollingWriter<'_>,
+) -> Result<(), WriteError> {
+    let context = "merging sorted runs";
+    let mut cursors = Vec::new();
+    for mut batches in runs {
+        if let Some(first) = batches.next() {
+            cursors.push(Cursor {
+                batch: first.map_err(arrow_error(context))?,
+                batches,
+                row: 0,
+            });
+        }
+    }
+    cursors.retain(|c| c.batch.num_rows() > 0);
+    let mut chunk_batches: Vec<RecordBatch> = cursors.iter().map(|c| c.batch.clone()).collect();
+    let mut slot: Vec<usize> = (0..cursors.len()).collect();
+    let mut indices: Vec<(usize, usize)> = Vec::with_capacity(MERGE_BATCH_ROWS);
+    let mut live: Vec<bool> = vec![true; cursors.len()];
+    loop {
+        let mut best: Option<usize> = None;
+        for (i, cursor) in cursors.iter().enumerate() {
+            if live[i] && best.is_none_or(|b| cmp_keys(cursor.key(), cursors[b].key()).is_lt()) {
+                best = Some(i);
+            }
+        }
+        let Some(b) = best else { break };
+        indices.push((slot[b], cursors[b].row));
+        cursors[b].row += 1;
+        if cursors[b].row == cursors[b].batch.num_rows() {
+            match cursors[b].batches.next() {
+                Some(next) => {
+                    cursors[b].batch = next.map_err(arrow_error(context))?;
+                    cursors[b].row = 0;
+                    chunk_batches.push(cursors[b].batch.clone());
+                    slot[b] = chunk_batches.len() - 1;
+                    live[b] = cursors[b].batch.num_rows() > 0;
+                }
+                None => live[b] = false,
+            }
+        }
+        if indices.len() == MERGE_BATCH_ROWS {
+            let refs: Vec<&RecordBatch> = chunk_batches.iter().collect();
+            sink.write(&interleave_record_batch(&refs, &indices).map_err(arrow_error(context))?)?;
+            indices.clear();
+            chunk_batches = cursors.iter().map(|c| c.batch.clone()).collect();
+            slot = (0..cursors.len()).collect();
+        }
+    }
+    if !indices.is_empty() {
+        let refs: Vec<&RecordBatch> = chunk_batches.iter().collect();
+        sink.write(&interleave_record_batch(&refs, &indices).map_err(arrow_error(context))?)?;
+    }
+    Ok(())
+}

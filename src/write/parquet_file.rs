@@ -1,0 +1,170 @@
+//! Parquet files of one partition, rolled at a size threshold.
+
+use std::fs::{self, File};
+use std::io::BufWriter;
+use std::path::PathBuf;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::{KeyValue, SortingColumn};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use tracing::debug;
+
+use super::{OutputDir, WriteError, WriteOptions, WrittenFile, io_error};
+use crate::schema::{SCHEMA_NAME_KEY, SCHEMA_VERSION_KEY, Schema};
+
+/// Writer settings shared by every file: zstd, page-level statistics and page index, the nested
+/// type names Spark and Athena expect, the sort order, and the schema version.
+pub(crate) fn writer_properties(options: &WriteOptions) -> WriterProperties {
+    let schema = Schema::builtin();
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("3 is a valid zstd level"),
+        ))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_coerce_types(true)
+        .set_max_row_group_row_count(Some(options.row_group_rows))
+        .set_sorting_columns(Some(vec![SortingColumn {
+            column_idx: 0,
+            descending: false,
+            nulls_first: false,
+        }]))
+        .set_created_by(format!("keytrail version {}", env!("CARGO_PKG_VERSION")))
+        .set_key_value_metadata(Some(vec![
+            KeyValue::new(SCHEMA_NAME_KEY.to_string(), schema.name().to_string()),
+            KeyValue::new(SCHEMA_VERSION_KEY.to_string(), schema.version().to_string()),
+        ]))
+        .build()
+}
+
+struct OpenFile {
+    writer: ArrowWriter<BufWriter<File>>,
+    staging: PathBuf,
+    relative: String,
+    rows: u64,
+}
+
+pub(crate) struct RollingWriter<'a> {
+    output: &'a OutputDir,
+    schema: SchemaRef,
+    properties: WriterProperties,
+    target_bytes: u64,
+    row_group_rows: usize,
+    partition: &'a str,
+    current: Option<OpenFile>,
+    files: Vec<WrittenFile>,
+}
+
+impl<'a> RollingWriter<'a> {
+    pub(crate) fn new(
+        output: &'a OutputDir,
+        schema: &SchemaRef,
+        options: &WriteOptions,
+        partition: &'a str,
+    ) -> RollingWriter<'a> {
+        RollingWriter {
+            output,
+            schema: schema.clone(),
+            properties: writer_properties(options),
+            target_bytes: options.target_file_bytes,
+            row_group_rows: options.row_group_rows,
+            partition,
+            current: None,
+            files: Vec::new(),
+        }
+    }
+
+    fn open(&mut self) -> Result<OpenFile, WriteError> {
+        let name = format!("part-{}-{:05}.parquet", self.output.run_id(), self.files.len());
+        let relative = if self.partition.is_empty() {
+            name
+        } else {
+            format!("{}/{name}", self.partition)
+        };
+        let staging = self.output.staging_dir().join(&relative);
+        if let Some(parent) = staging.parent() {
+            fs::create_dir_all(parent).map_err(io_error(parent))?;
+        }
+        let file = File::create(&staging).map_err(io_error(&staging))?;
+        let writer = ArrowWriter::try_new(
+            BufWriter::with_capacity(1 << 20, file),
+            self.schema.clone(),
+            Some(self.properties.clone()),
+        )
+        .map_err(|source| WriteError::Parquet {
+            path: staging.clone(),
+            source,
+        })?;
+        Ok(OpenFile {
+            writer,
+            staging,
+            relative,
+            rows: 0,
+        })
+    }
+
+    /// Appends sorted rows, closing the file when it reaches the target size (checked at least
+    /// once per row group).
+    pub(crate) fn write(&mut self, batch: &RecordBatch) -> Result<(), WriteError> {
+        let step = self.row_group_rows.clamp(1, 8192);
+        for offset in (0..batch.num_rows()).step_by(step) {
+            self.write_slice(&batch.slice(offset, step.min(batch.num_rows() - offset)))?;
+        }
+        Ok(())
+    }
+
+    fn write_slice(&mut self, batch: &RecordBatch) -> Result<(), WriteError> {
+        let mut file = match self.current.take() {
+            Some(file) => file,
+            None => self.open()?,
+        };
+        file.writer.write(batch).map_err(|source| WriteError::Parquet {
+            path: file.staging.clone(),
+            source,
+        })?;
+        file.rows += batch.num_rows() as u64;
+        let size = (file.writer.bytes_written() + file.writer.in_progress_size()) as u64;
+        if size >= self.target_bytes {
+            self.close(file)?;
+        } else {
+            self.current = Some(file);
+        }
+        Ok(())
+    }
+
+    fn close(&mut self, file: OpenFile) -> Result<(), WriteError> {
+        let OpenFile {
+            writer,
+            staging,
+            relative,
+            rows,
+        } = file;
+        let inner = writer.into_inner().map_err(|source| WriteError::Parquet {
+            path: staging.clone(),
+            source,
+        })?;
+        let file = inner.into_inner().map_err(|e| WriteError::Io {
+            path: staging.clone(),
+            source: e.into_error(),
+        })?;
+        // Durable before it is renamed into place.
+        file.sync_all().map_err(io_error(&staging))?;
+        let bytes = file.metadata().map_err(io_error(&staging))?.len();
+        debug!(file = %relative, rows, bytes, "parquet file written");
+        self.files.push(WrittenFile {
+            path: relative,
+            rows,
+            bytes,
+        });
+        Ok(())
+    }
+
+    pub(crate) fn finish(mut self) -> Result<Vec<WrittenFile>, WriteError> {
+        if let Some(file) = self.current.take() {
+            self.close(file)?;
+        }
+        Ok(self.files)
+    }
+}

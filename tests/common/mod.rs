@@ -1,0 +1,114 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, AsArray, MapArray, RecordBatch};
+use arrow::compute::concat_batches;
+use arrow::datatypes::TimestampMicrosecondType;
+use keytrail::convert::{ConvertOptions, ConvertSummary, NoProgress, convert};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+pub fn data(relative: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(relative)
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Converts `inputs` into a fresh temporary directory.
+pub fn convert_into(
+    inputs: &[String],
+    configure: impl FnOnce(&mut ConvertOptions),
+) -> (tempfile::TempDir, ConvertSummary) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut options = ConvertOptions::new(inputs.to_vec(), dir.path().join("out"));
+    options.threads = 2;
+    configure(&mut options);
+    let summary = convert(&options, &NoProgress).expect("conversion runs");
+    (dir, summary)
+}
+
+/// Every Parquet file under `dir`, sorted.
+pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .map(|e| e.into_path())
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    files.sort();
+    files
+}
+
+pub fn read_file(path: &Path) -> RecordBatch {
+    let file = std::fs::File::open(path).expect("open parquet");
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .expect("parquet metadata")
+        .build()
+        .expect("reader");
+    let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>().expect("read batches");
+    let schema = batches.first().map(|b| b.schema()).expect("at least one batch");
+    concat_batches(&schema, &batches).expect("concat")
+}
+
+/// All rows of a converted dataset in one batch.
+pub fn read_all(dir: &Path) -> RecordBatch {
+    let batches: Vec<RecordBatch> = parquet_files(dir).iter().map(|p| read_file(p)).collect();
+    let schema = batches.first().map(|b| b.schema()).expect("at least one file");
+    concat_batches(&schema, &batches).expect("concat")
+}
+
+pub fn strings(batch: &RecordBatch, column: &str) -> Vec<Option<String>> {
+    let array = batch
+        .column_by_name(column)
+        .unwrap_or_else(|| panic!("column {column}"));
+    let array = array.as_string::<i32>();
+    (0..array.len())
+        .map(|i| (!array.is_null(i)).then(|| array.value(i).to_string()))
+        .collect()
+}
+
+pub fn string_at(batch: &RecordBatch, column: &str, row: usize) -> Option<String> {
+    strings(batch, column)[row].clone()
+}
+
+/// Rows whose column equals `value`.
+pub fn rows_where(batch: &RecordBatch, column: &str, value: &str) -> Vec<usize> {
+    strings(batch, column)
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.as_deref() == Some(value))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+pub fn map_at(batch: &RecordBatch, column: &str, row: usize) -> Option<Vec<(String, String)>> {
+    let array: &MapArray = batch.column_by_name(column).expect("map column").as_map();
+    if array.is_null(row) {
+        return None;
+    }
+    let entries = array.value(row);
+    let keys = entries.column(0).as_string::<i32>();
+    let values = entries.column(1).as_string::<i32>();
+    Some(
+        (0..entries.len())
+            .map(|i| (keys.value(i).to_string(), values.value(i).to_string()))
+            .collect(),
+    )
+}
+
+pub fn micros_at(batch: &RecordBatch, column: &str, row: usize) -> Option<i64> {
+    let array = batch
+        .column_by_name(column)
+        .expect("timestamp column")
+        .as_primitive::<TimestampMicrosecondType>();
+    (!array.is_null(row)).then(|| array.value(row))
+}
+
+pub fn micros(rfc3339: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .expect("valid time")
+        .timestamp_micros()
+}

@@ -1,0 +1,416 @@
+//! `convert` over the real fixtures in tests/data: counts, types and KMS facts.
+
+mod common;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, TimeUnit};
+use common::*;
+use keytrail::convert::SkippedFile;
+use keytrail::read::classify::SkipReason;
+use keytrail::write::{PartitionKey, Partitioning};
+
+#[test]
+fn invictus_all_2900_records_typed_and_partitioned() {
+    let (dir, summary) = convert_into(&[data("invictus")], |_| {});
+    assert_eq!(summary.input_files, 57, "55 logs + LICENSE + SOURCE.md");
+    assert_eq!(summary.skipped_files.get(&SkippedFile::NotJson), Some(&2));
+    assert_eq!(summary.events_read, 2900);
+    assert_eq!(summary.rows_written, 2900);
+    assert_eq!(summary.rejected_records, 0);
+    assert!(summary.is_clean(), "{:?}", summary.problems);
+
+    let out = dir.path().join("out");
+    let files = parquet_files(&out);
+    assert_eq!(files.len(), 1, "one hour of one Region fits one file");
+    let relative = files[0]
+        .strip_prefix(&out)
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        relative.starts_with("region=us-east-1/event_date=2023-07-10/part-"),
+        "{relative}"
+    );
+
+    let batch = read_file(&files[0]);
+    assert_eq!(batch.num_rows(), 2900);
+    assert_eq!(
+        batch.schema().field_with_name("event_time").unwrap().data_type(),
+        &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+    );
+    // Sorted by event time inside the file, within the hour of the detonation.
+    let times: Vec<i64> = (0..batch.num_rows())
+        .map(|r| micros_at(&batch, "event_time", r).unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]));
+    assert!(times[0] >= micros("2023-07-10T11:00:00Z") && times[2899] < micros("2023-07-10T13:00:00Z"));
+
+    // Booleans are never lost, account ids stay strings, KMS rows are resolved.
+    let read_only = batch.column_by_name("read_only").unwrap().as_boolean();
+    assert_eq!(read_only.null_count(), 0);
+    assert!(
+        strings(&batch, "recipient_account_id")
+            .iter()
+            .all(|a| a.as_deref() == Some("123837392027"))
+    );
+    let kms = rows_where(&batch, "event_source", "kms.amazonaws.com");
+    assert_eq!(kms.len(), 240);
+    let kms_key = strings(&batch, "kms_key_arn");
+    assert!(kms.iter().all(|&r| {
+        kms_key[r]
+            .as_deref()
+            .is_some_and(|k| k.starts_with("arn:aws:kms:us-east-1:123837392027:key/"))
+    }));
+
+    // A Decrypt on behalf of SSM Parameter Store carries its encryption context as a map.
+    let decrypts = rows_where(&batch, "event_name", "Decrypt");
+    assert_eq!(decrypts.len(), 178);
+    let with_parameter = decrypts
+        .iter()
+        .filter_map(|&r| map_at(&batch, "encryption_context", r))
+        .find(|m| m.iter().any(|(k, _)| k == "PARAMETER_ARN"))
+        .expect("an SSM Decrypt with PARAMETER_ARN");
+    assert!(
+        with_parameter[0]
+            .1
+            .starts_with("arn:aws:ssm:us-east-1:123837392027:parameter/"),
+        "{with_parameter:?}"
+    );
+
+    // Metadata: the schema version travels with every file.
+    let file = std::fs::File::open(&files[0]).unwrap();
+    let reader = parquet::file::reader::SerializedFileReader::new(file).unwrap();
+    let metadata = parquet::file::reader::FileReader::metadata(&reader)
+        .file_metadata()
+        .key_value_metadata()
+        .cloned()
+        .unwrap();
+    assert!(
+        metadata
+            .iter()
+            .any(|kv| kv.key == "keytrail.schema_version" && kv.value.as_deref() == Some("1"))
+    );
+}
+
+#[test]
+fn type_drift_and_case_variants_are_kept() {
+    let (dir, _) = convert_into(&[data("invictus")], |_| {});
+    let batch = read_all(&dir.path().join("out"));
+    // S3 PutBucketTagging has `tagging` and `Tagging` side by side: both stay in the JSON text.
+    let tagging = rows_where(&batch, "event_name", "PutBucketTagging");
+    assert!(!tagging.is_empty());
+    let params = string_at(&batch, "request_parameters", tagging[0]).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&params).unwrap();
+    assert!(
+        value.get("Tagging").is_some() && value.get("tagging").is_some(),
+        "{params}"
+    );
+    // maxResults arrives as int and as string: every such event converts.
+    let max_results = strings(&batch, "request_parameters")
+        .iter()
+        .flatten()
+        .filter(|p| p.contains("\"maxResults\""))
+        .count();
+    assert!(max_results >= 60, "{max_results}");
+}
+
+#[test]
+fn kms_developer_guide_examples_resolve_keys() {
+    let (dir, summary) = convert_into(&[data("aws-kms-developer-guide/events")], |_| {});
+    // 4 blocks are not JSON at all (elided `...`, placeholders); 3 only have trailing commas.
+    assert_eq!(summary.rejected_records, 4, "{:#?}", summary.problems);
+    assert_eq!(summary.repaired_records, 3);
+    assert_eq!(summary.rows_written, summary.events_read - 4);
+    let batch = read_all(&dir.path().join("out"));
+    let row = |name: &str| {
+        let rows = rows_where(&batch, "event_name", name);
+        assert!(!rows.is_empty(), "no {name}");
+        rows[0]
+    };
+    let key = "arn:aws:kms:us-west-2:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+
+    let re_encrypt = row("ReEncrypt");
+    assert_eq!(string_at(&batch, "kms_key_arn", re_encrypt).as_deref(), Some(key));
+    assert_eq!(
+        string_at(&batch, "kms_key_id", re_encrypt).as_deref(),
+        Some("1234abcd-12ab-34cd-56ef-1234567890ab")
+    );
+    assert_eq!(
+        string_at(&batch, "kms_destination_key_arn", re_encrypt).as_deref(),
+        Some("arn:aws:kms:us-west-2:111122223333:key/0987dcba-09fe-87dc-65ba-ab0987654321")
+    );
+    assert_eq!(
+        map_at(&batch, "encryption_context", re_encrypt),
+        Some(vec![
+            ("Project".into(), "Alpha".into()),
+            ("Department".into(), "Engineering".into())
+        ])
+    );
+    assert_eq!(
+        map_at(&batch, "kms_destination_encryption_context", re_encrypt),
+        Some(vec![("Level".into(), "3A".into())])
+    );
+    assert_eq!(
+        string_at(&batch, "kms_destination_encryption_algorithm", re_encrypt).as_deref(),
+        Some("SYMMETRIC_DEFAULT")
+    );
+
+    // ReplicateKey is the trailing-comma example: repaired, then resolved.
+    let replicate = row("ReplicateKey");
+    assert_eq!(
+        string_at(&batch, "kms_key_arn", replicate).as_deref(),
+        Some("arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab")
+    );
+    assert_eq!(
+        string_at(&batch, "kms_replica_region", replicate).as_deref(),
+        Some("us-west-2")
+    );
+    assert_eq!(
+        string_at(&batch, "kms_primary_region", replicate).as_deref(),
+        Some("us-east-1")
+    );
+    assert_eq!(
+        string_at(&batch, "kms_replica_key_arn", replicate).as_deref(),
+        Some(key)
+    );
+    assert_eq!(
+        string_at(&batch, "kms_key_state", replicate).as_deref(),
+        Some("Creating")
+    );
+    // `aWSAccountId` differs from the model's `AWSAccountId` only by case: used, and kept in unmapped.
+    assert_eq!(
+        string_at(&batch, "kms_key_account_id", replicate).as_deref(),
+        Some("111122223333")
+    );
+    let unmapped: serde_json::Value =
+        serde_json::from_str(&string_at(&batch, "unmapped", replicate).unwrap()).unwrap();
+    assert_eq!(
+        unmapped["responseElements.replicaKeyMetadata.aWSAccountId"],
+        "111122223333"
+    );
+
+    // CreateKey: EXTERNAL origin, and a CloudHSM key store with its cluster.
+    let create_keys = rows_where(&batch, "event_name", "CreateKey");
+    let origins: Vec<_> = create_keys
+        .iter()
+        .map(|&r| string_at(&batch, "kms_key_origin", r))
+        .collect();
+    assert!(
+        origins.contains(&Some("EXTERNAL".into())) && origins.contains(&Some("AWS_CLOUDHSM".into())),
+        "{origins:?}"
+    );
+    let hsm = create_keys
+        .iter()
+        .copied()
+        .find(|&r| string_at(&batch, "kms_key_origin", r).as_deref() == Some("AWS_CLOUDHSM"))
+        .unwrap();
+    assert_eq!(
+        string_at(&batch, "kms_custom_key_store_id", hsm).as_deref(),
+        Some("cks-1234567890abcdef0")
+    );
+    assert_eq!(
+        string_at(&batch, "kms_cloudhsm_cluster_id", hsm).as_deref(),
+        Some("cluster-1a23b4cdefg")
+    );
+    assert_eq!(
+        string_at(&batch, "kms_key_spec", hsm).as_deref(),
+        Some("SYMMETRIC_DEFAULT")
+    );
+    assert_eq!(
+        string_at(&batch, "kms_key_usage", hsm).as_deref(),
+        Some("ENCRYPT_DECRYPT")
+    );
+    assert_eq!(
+        string_at(&batch, "kms_key_manager", hsm).as_deref(),
+        Some("CUSTOMER")
+    );
+    let multi_region = batch.column_by_name("kms_multi_region").unwrap().as_boolean();
+    assert!(!multi_region.is_null(hsm) && !multi_region.value(hsm));
+
+    // ImportKeyMaterial: expiration model and the Java-style validTo as a timestamp.
+    let import = row("ImportKeyMaterial");
+    assert_eq!(
+        string_at(&batch, "kms_expiration_model", import).as_deref(),
+        Some("KEY_MATERIAL_EXPIRES")
+    );
+    assert_eq!(
+        micros_at(&batch, "kms_valid_to", import),
+        Some(micros("2021-01-01T20:00:00Z"))
+    );
+    assert_eq!(string_at(&batch, "kms_key_arn", import).as_deref(), Some(key));
+
+    // ScheduleKeyDeletion: pending window and deletion date.
+    let schedule = rows_where(&batch, "event_name", "ScheduleKeyDeletion");
+    let windows = batch
+        .column_by_name("kms_pending_window_days")
+        .unwrap()
+        .as_primitive::<arrow::datatypes::Int32Type>();
+    assert!(schedule.iter().any(|&r| windows.value(r) == 20));
+    assert!(
+        schedule
+            .iter()
+            .any(|&r| micros_at(&batch, "kms_deletion_date", r) == Some(micros("2021-04-12T18:58:30Z")))
+    );
+
+    // CreateGrant: grantee, operations, grant id.
+    let grant = row("CreateGrant");
+    assert_eq!(
+        string_at(&batch, "kms_grantee_principal", grant).as_deref(),
+        Some("EX_PRINCIPAL_ID")
+    );
+    let operations = batch
+        .column_by_name("kms_grant_operations")
+        .unwrap()
+        .as_list::<i32>()
+        .value(grant);
+    let operations: Vec<&str> = operations.as_string::<i32>().iter().flatten().collect();
+    assert_eq!(operations, vec!["Encrypt", "RetireGrant"]);
+    assert!(string_at(&batch, "kms_grant_id", grant).is_some());
+
+    // Non-KMS rows (the EC2 examples) leave every KMS column empty.
+    for r in rows_where(&batch, "event_source", "ec2.amazonaws.com") {
+        assert_eq!(string_at(&batch, "kms_key_arn", r), None);
+    }
+}
+
+#[test]
+fn every_container_form_is_read() {
+    // Bare arrays (Stratus), NDJSON EventBridge envelopes, gzip, SIEM `_raw` wrappers.
+    let (_, stratus) = convert_into(&[data("stratus-red-team")], |_| {});
+    assert_eq!((stratus.rows_written, stratus.rejected_records), (310, 0));
+
+    let (dir, eventbridge) = convert_into(&[data("streamalert/eventbridge.ndjson")], |_| {});
+    assert_eq!(eventbridge.events_read, 15);
+    let batch = read_all(&dir.path().join("out"));
+    assert!(rows_where(&batch, "event_name", "CreateImage").len() == 1);
+
+    let (_, trailscraper) = convert_into(&[data("trailscraper/tests/cloudtrail")], |_| {});
+    assert_eq!(trailscraper.input_files, 2);
+    assert_eq!(trailscraper.rows_written, 2 * (trailscraper.rows_written / 2));
+    assert!(trailscraper.rows_written > 0);
+
+    let (dir, cribl) = convert_into(&[data("cribl/data/samples")], |_| {});
+    assert_eq!(cribl.events_read, 249, "{:#?}", cribl.problems);
+    assert_eq!(cribl.skipped_records.get(&SkipReason::NotAnEvent), Some(&50));
+    let batch = read_all(&dir.path().join("out"));
+    // 205 of these records spell readOnly as the string "true"/"false": all become booleans
+    // (one ConsoleLogin has no readOnly at all).
+    let read_only = batch.column_by_name("read_only").unwrap().as_boolean();
+    assert_eq!(read_only.null_count(), 1);
+    assert_eq!(read_only.true_count() + read_only.false_count(), 248);
+    let unmapped = strings(&batch, "unmapped");
+    assert!(unmapped.iter().flatten().all(|u| !u.contains("\"readOnly\"")));
+}
+
+#[test]
+fn edge_case_fixtures_are_reported_not_fatal() {
+    let (_, summary) = convert_into(
+        &[data("aws-cloudtrail-processing-library"), data("cloudgrep")],
+        |_| {},
+    );
+    // The deliberately broken and truncated files, the wrong eventTime and the all-null record
+    // are each named; everything else converts.
+    assert!(summary.rejected_records >= 2, "{:#?}", summary.problems);
+    assert!(summary.failed_files >= 2, "{:#?}", summary.problems);
+    let messages: Vec<String> = summary.problems.iter().map(|p| p.to_string()).collect();
+    assert!(
+        messages.iter().any(|m| m.contains("ThisIsAWrongEventTime")),
+        "{messages:#?}"
+    );
+    assert!(
+        messages.iter().any(|m| m.contains("bad_cloudtrail.json")),
+        "{messages:#?}"
+    );
+    assert!(summary.rows_written > 30);
+    assert_eq!(
+        summary.events_read,
+        summary.rows_written + summary.rejected_records
+    );
+}
+
+#[test]
+fn partition_keys_are_chosen_and_refusal_is_safe() {
+    let (dir, summary) = convert_into(&[data("aws-kms-developer-guide/events")], |o| {
+        o.write.partitioning = Partitioning::new(vec![
+            PartitionKey::Account,
+            PartitionKey::Year,
+            PartitionKey::Month,
+            PartitionKey::Service,
+        ])
+        .unwrap();
+    });
+    let out = dir.path().join("out");
+    let files = parquet_files(&out);
+    assert_eq!(files.len(), summary.files_written);
+    assert!(files.iter().any(|f| {
+        f.to_string_lossy()
+            .contains("account=111122223333/year=2020/month=07/service=kms.amazonaws.com/")
+    }));
+
+    // Converting again into the same directory is refused, unless --overwrite.
+    let mut options =
+        keytrail::convert::ConvertOptions::new(vec![data("aws-kms-developer-guide/events")], &out);
+    let refused = keytrail::convert::convert(&options, &keytrail::convert::NoProgress)
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("--overwrite"), "{refused}");
+    options.overwrite = true;
+    let again = keytrail::convert::convert(&options, &keytrail::convert::NoProgress).unwrap();
+    assert_eq!(again.rows_written, summary.rows_written);
+    assert_eq!(
+        parquet_files(&out).len(),
+        again.files_written,
+        "old files replaced, not mixed"
+    );
+
+    // A non-empty directory that is not a dataset is never written into.
+    let foreign = dir.path().join("foreign");
+    std::fs::create_dir_all(&foreign).unwrap();
+    std::fs::write(foreign.join("notes.txt"), "mine").unwrap();
+    let mut options =
+        keytrail::convert::ConvertOptions::new(vec![data("aws-kms-developer-guide/events")], &foreign);
+    options.overwrite = true;
+    let refused = keytrail::convert::convert(&options, &keytrail::convert::NoProgress)
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("not empty"), "{refused}");
+    assert_eq!(
+        std::fs::read_to_string(foreign.join("notes.txt")).unwrap(),
+        "mine"
+    );
+}
+
+#[test]
+fn spilled_runs_merge_into_sorted_rolled_files() {
+    // A tiny memory limit forces spills; a tiny target size forces several files per partition.
+    let (dir, summary) = convert_into(&[data("invictus")], |o| {
+        o.batch_rows = 256;
+        o.write.memory_limit_bytes = 512 * 1024;
+        o.write.target_file_bytes = 64 * 1024;
+        o.write.row_group_rows = 500;
+    });
+    assert!(summary.spilled_runs > 1, "{}", summary.spilled_runs);
+    assert!(summary.files_written > 1);
+    assert_eq!(summary.rows_written, 2900);
+    let out = dir.path().join("out");
+    let mut previous_last = i64::MIN;
+    let mut ids = std::collections::HashSet::new();
+    for file in parquet_files(&out) {
+        let batch = read_file(&file);
+        let times: Vec<i64> = (0..batch.num_rows())
+            .map(|r| micros_at(&batch, "event_time", r).unwrap())
+            .collect();
+        assert!(
+            times.windows(2).all(|w| w[0] <= w[1]),
+            "{} is not sorted",
+            file.display()
+        );
+        assert!(
+            times[0] >= previous_last,
+            "files of a partition follow each other in time"
+        );
+        previous_last = *times.last().unwrap();
+        ids.extend(strings(&batch, "event_id").into_iter().flatten());
+    }
+    assert_eq!(ids.len(), 2900, "no row lost or doubled by the merge");
+}
