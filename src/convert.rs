@@ -107,6 +107,17 @@ pub enum SkippedFile {
     NoEvents,
 }
 
+impl SkippedFile {
+    pub fn label(self) -> &'static str {
+        match self {
+            SkippedFile::Empty => "empty",
+            SkippedFile::NotJson => "not JSON",
+            SkippedFile::Digest => "CloudTrail digest",
+            SkippedFile::NoEvents => "no events",
+        }
+    }
+}
+
 /// The outcome of a conversion.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ConvertSummary {

@@ -77,19 +77,37 @@ fn invictus_all_2900_records_typed_and_partitioned() {
         "{with_parameter:?}"
     );
 
-    // Metadata: the schema version travels with every file.
+    // Metadata: schema version, zstd, statistics, page index, declared sort order.
+    use parquet::file::reader::FileReader;
     let file = std::fs::File::open(&files[0]).unwrap();
-    let reader = parquet::file::reader::SerializedFileReader::new(file).unwrap();
-    let metadata = parquet::file::reader::FileReader::metadata(&reader)
-        .file_metadata()
-        .key_value_metadata()
-        .cloned()
-        .unwrap();
+    let options = parquet::file::serialized_reader::ReadOptionsBuilder::new()
+        .with_page_index()
+        .build();
+    let reader =
+        parquet::file::serialized_reader::SerializedFileReader::new_with_options(file, options).unwrap();
+    let metadata = reader.metadata();
+    let key_values = metadata.file_metadata().key_value_metadata().cloned().unwrap();
     assert!(
-        metadata
+        key_values
             .iter()
             .any(|kv| kv.key == "keytrail.schema_version" && kv.value.as_deref() == Some("1"))
     );
+    assert!(
+        metadata.column_index().is_some() && metadata.offset_index().is_some(),
+        "page index written"
+    );
+    let row_group = metadata.row_group(0);
+    assert!(matches!(
+        row_group.column(0).compression(),
+        parquet::basic::Compression::ZSTD(_)
+    ));
+    assert!(
+        row_group
+            .column(0)
+            .statistics()
+            .is_some_and(|s| s.min_bytes_opt().is_some())
+    );
+    assert_eq!(row_group.sorting_columns().map(|c| c[0].column_idx), Some(0));
 }
 
 #[test]

@@ -2,7 +2,8 @@
 
 use std::io::{self, Write};
 
-use crate::convert::ConvertSummary;
+use crate::convert::{ConvertSummary, SkippedFile};
+use crate::read::classify::SkipReason;
 
 /// `1234567` → `1,234,567`.
 pub fn thousands(n: u64) -> String {
@@ -32,17 +33,8 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
-fn breakdown<K: serde::Serialize>(map: &std::collections::BTreeMap<K, u64>) -> String {
-    let parts: Vec<String> = map
-        .iter()
-        .map(|(k, v)| {
-            let name = serde_json::to_value(k)
-                .ok()
-                .and_then(|v| v.as_str().map(|s| s.replace('_', " ")))
-                .unwrap_or_default();
-            format!("{name}: {v}")
-        })
-        .collect();
+fn breakdown<K: Copy>(map: &std::collections::BTreeMap<K, u64>, label: fn(K) -> &'static str) -> String {
+    let parts: Vec<String> = map.iter().map(|(k, v)| format!("{}: {v}", label(*k))).collect();
     if parts.is_empty() {
         String::new()
     } else {
@@ -64,7 +56,7 @@ pub fn write_human(out: &mut impl Write, s: &ConvertSummary) -> io::Result<()> {
         out,
         "  skipped files     {}{}",
         thousands(skipped_files),
-        breakdown(&s.skipped_files)
+        breakdown(&s.skipped_files, SkippedFile::label)
     )?;
     writeln!(out, "  failed files      {}", thousands(s.failed_files))?;
     writeln!(out, "  events read       {}", thousands(s.events_read))?;
@@ -82,7 +74,7 @@ pub fn write_human(out: &mut impl Write, s: &ConvertSummary) -> io::Result<()> {
             out,
             "  skipped records   {}{}",
             thousands(skipped_records),
-            breakdown(&s.skipped_records)
+            breakdown(&s.skipped_records, SkipReason::label)
         )?;
     }
     writeln!(out, "  partitions        {}", thousands(s.partitions as u64))?;

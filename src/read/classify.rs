@@ -79,11 +79,11 @@ pub enum SkipReason {
 }
 
 impl SkipReason {
-    pub fn describe(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             SkipReason::Digest => "CloudTrail digest",
-            SkipReason::NotAnEvent => "JSON object that is not a CloudTrail event",
-            SkipReason::NotAnObject => "JSON value that is not an object",
+            SkipReason::NotAnEvent => "not an event",
+            SkipReason::NotAnObject => "not an object",
         }
     }
 }
