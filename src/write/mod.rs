@@ -186,7 +186,7 @@ impl DatasetWriter {
             return Ok(());
         };
         let _span = info_span!("spill", partition = %path, bytes = buffer.bytes).entered();
-        let sorted = sort_rows(&self.schema, std::mem::take(&mut buffer.batches))?;
+        let sorted = SortedRows::new(std::mem::take(&mut buffer.batches))?;
         self.buffered_bytes -= buffer.bytes;
         buffer.bytes = 0;
         let run_path = self
@@ -197,14 +197,16 @@ impl DatasetWriter {
         let file = File::create(&run_path).map_err(io_error(&run_path))?;
         let mut writer = FileWriter::try_new(BufWriter::new(file), &self.schema)
             .map_err(arrow_error("spilling a sorted run"))?;
-        for offset in (0..sorted.num_rows()).step_by(MERGE_BATCH_ROWS) {
-            let len = MERGE_BATCH_ROWS.min(sorted.num_rows() - offset);
+        let mut rows = 0;
+        for chunk in sorted {
+            let chunk = chunk.map_err(arrow_error("spilling a sorted run"))?;
+            rows += chunk.num_rows();
             writer
-                .write(&sorted.slice(offset, len))
+                .write(&chunk)
                 .map_err(arrow_error("spilling a sorted run"))?;
         }
         writer.finish().map_err(arrow_error("spilling a sorted run"))?;
-        debug!(run = %run_path.display(), rows = sorted.num_rows(), "spilled run");
+        debug!(run = %run_path.display(), rows, "spilled run");
         buffer.runs.push(run_path);
         Ok(())
     }
@@ -276,20 +278,70 @@ impl DatasetWriter {
 
 const MERGE_BATCH_ROWS: usize = 8192;
 
-/// Concatenates and sorts batches by `(event_time, event_id)`, the order of every output file.
-fn sort_rows(schema: &SchemaRef, batches: Vec<RecordBatch>) -> Result<RecordBatch, WriteError> {
-    let all = arrow::compute::concat_batches(schema, &batches).map_err(arrow_error("sorting rows"))?;
-    drop(batches);
-    let key = |name: &str| SortColumn {
-        values: all.column_by_name(name).expect("sort columns exist").clone(),
-        options: Some(SortOptions {
-            descending: false,
-            nulls_first: false,
-        }),
-    };
-    let indices = lexsort_to_indices(&[key("event_time"), key("event_id")], None)
-        .map_err(arrow_error("sorting rows"))?;
-    take_record_batch(&all, &indices).map_err(arrow_error("sorting rows"))
+/// Rows of several batches in `(event_time, event_id)` order, the order of every output file.
+///
+/// Only the two key columns are concatenated and sorted; rows are then gathered from the original
+/// batches in `MERGE_BATCH_ROWS` chunks, so sorting never holds a second copy of the partition.
+struct SortedRows {
+    batches: Vec<RecordBatch>,
+    order: Vec<(usize, usize)>,
+    next: usize,
+}
+
+impl SortedRows {
+    fn new(batches: Vec<RecordBatch>) -> Result<SortedRows, WriteError> {
+        let context = "sorting rows";
+        let key = |name: &str| -> Result<SortColumn, WriteError> {
+            let columns: Vec<&dyn Array> = batches
+                .iter()
+                .map(|b| b.column_by_name(name).expect("sort columns exist").as_ref())
+                .collect();
+            Ok(SortColumn {
+                values: arrow::compute::concat(&columns).map_err(arrow_error(context))?,
+                options: Some(SortOptions {
+                    descending: false,
+                    nulls_first: false,
+                }),
+            })
+        };
+        let indices = lexsort_to_indices(&[key("event_time")?, key("event_id")?], None)
+            .map_err(arrow_error(context))?;
+        let mut starts = Vec::with_capacity(batches.len());
+        let mut total = 0;
+        for batch in &batches {
+            starts.push(total);
+            total += batch.num_rows();
+        }
+        let order = indices
+            .values()
+            .iter()
+            .map(|&global| {
+                let global = global as usize;
+                let batch = starts.partition_point(|&s| s <= global) - 1;
+                (batch, global - starts[batch])
+            })
+            .collect();
+        Ok(SortedRows {
+            batches,
+            order,
+            next: 0,
+        })
+    }
+}
+
+impl Iterator for SortedRows {
+    type Item = Result<RecordBatch, ArrowError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.next >= self.order.len() {
+            return None;
+        }
+        let end = (self.next + MERGE_BATCH_ROWS).min(self.order.len());
+        let refs: Vec<&RecordBatch> = self.batches.iter().collect();
+        let chunk = interleave_record_batch(&refs, &self.order[self.next..end]);
+        self.next = end;
+        Some(chunk)
+    }
 }
 
 /// A sorted run being merged: its current batch and position.
@@ -313,7 +365,7 @@ impl Cursor {
 }
 
 fn cmp_keys(a: (i64, Option<&str>), b: (i64, Option<&str>)) -> std::cmp::Ordering {
-    // Same order as sort_rows: nulls last.
+    // Same order as SortedRows: nulls last.
     a.0.cmp(&b.0).then_with(|| match (a.1, b.1) {
         (Some(x), Some(y)) => x.cmp(y),
         (Some(_), None) => std::cmp::Ordering::Less,
@@ -332,12 +384,7 @@ fn write_partition(
     let _span = info_span!("write_partition", partition).entered();
     let mut runs: Vec<Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>> + Send>> = Vec::new();
     if !buffer.batches.is_empty() {
-        let sorted = sort_rows(schema, buffer.batches)?;
-        let slices: Vec<_> = (0..sorted.num_rows())
-            .step_by(MERGE_BATCH_ROWS)
-            .map(|o| Ok(sorted.slice(o, MERGE_BATCH_ROWS.min(sorted.num_rows() - o))))
-            .collect();
-        runs.push(Box::new(slices.into_iter()));
+        runs.push(Box::new(SortedRows::new(buffer.batches)?));
     }
     for run in &buffer.runs {
         let file = File::open(run).map_err(io_error(run))?;
