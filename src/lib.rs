@@ -10,5 +10,6 @@ pub mod convert;
 pub mod flatten;
 pub mod read;
 pub mod schema;
+pub mod sql;
 pub mod synth;
 pub mod write;

@@ -144,3 +144,206 @@ fn refuses_to_mix_runs_unless_overwrite() {
     assert!(String::from_utf8_lossy(&second.stderr).contains("pass --overwrite"));
     assert!(run(&["--overwrite", "--progress", "off"]).status.success());
 }
+
+/// A dataset converted from the KMS developer guide examples.
+fn kms_dataset() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let status = keytrail()
+        .args(["convert", "tests/data/aws-kms-developer-guide/events", "-q", "-o"])
+        .arg(dir.path().join("ds"))
+        .output()
+        .unwrap()
+        .status;
+    assert_eq!(status.code(), Some(3), "4 documentation blocks are rejected");
+    dir
+}
+
+#[test]
+fn sql_one_shot_formats_and_files() {
+    let dir = kms_dataset();
+    let ds = dir.path().join("ds");
+    let _guard = settings().bind_to_scope();
+    assert_cmd_snapshot!(
+        "sql_one_shot_table",
+        keytrail().arg("sql").arg(&ds).args([
+            "SELECT event_name, kms_key_id, kms_destination_key_id FROM kms_events WHERE event_name LIKE 'Re%' ORDER BY event_name",
+            "--format",
+            "table"
+        ])
+    );
+    // Not a terminal: CSV by default.
+    let csv = keytrail()
+        .arg("sql")
+        .arg(&ds)
+        .arg("SELECT count(*) AS n FROM kms_events")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8(csv.stdout).unwrap(), "n\n70\n");
+
+    let ndjson = keytrail()
+        .arg("sql")
+        .arg(&ds)
+        .args([
+            "SELECT event_name, encryption_context FROM kms_events WHERE event_name = 'ReEncrypt'",
+            "--format",
+            "ndjson",
+        ])
+        .output()
+        .unwrap();
+    let row: serde_json::Value = serde_json::from_slice(&ndjson.stdout).unwrap();
+    assert_eq!(row["encryption_context"]["Project"], "Alpha");
+
+    // A file of statements; results in order.
+    let script = dir.path().join("q.sql");
+    std::fs::write(&script, "-- two statements\nSELECT 1 AS a;\nSELECT count(*) AS b FROM events WHERE event_source = 'ec2.amazonaws.com';\n").unwrap();
+    let from_file = keytrail()
+        .arg("sql")
+        .arg(&ds)
+        .arg("-f")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(from_file.status.success());
+    assert_eq!(String::from_utf8(from_file.stdout).unwrap(), "a\n1\nb\n2\n");
+
+    // --output writes Parquet that reads back.
+    let parquet = dir.path().join("kms.parquet");
+    let written = keytrail()
+        .arg("sql")
+        .arg(&ds)
+        .args(["SELECT * FROM kms_events", "--output"])
+        .arg(&parquet)
+        .output()
+        .unwrap();
+    assert!(
+        written.status.success(),
+        "{}",
+        String::from_utf8_lossy(&written.stderr)
+    );
+    let file = std::fs::File::open(&parquet).unwrap();
+    let rows: usize = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap()
+        .map(|b| b.unwrap().num_rows())
+        .sum();
+    assert_eq!(rows, 70);
+}
+
+#[test]
+fn sql_named_queries() {
+    let dir = kms_dataset();
+    let ds = dir.path().join("ds");
+    let listed = keytrail().args(["sql", "--list-queries"]).output().unwrap();
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    for name in [
+        "key-usage",
+        "failed-calls",
+        "key-changes",
+        "cross-account",
+        "keys-by-context",
+        "principal-activity",
+    ] {
+        assert!(listed.contains(name), "{listed}");
+    }
+    let usage = keytrail()
+        .arg("sql")
+        .arg(&ds)
+        .args([
+            "--query",
+            "key-usage",
+            "-P",
+            "key=alias/ExampleAlias",
+            "--format",
+            "csv",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        usage.status.success(),
+        "{}",
+        String::from_utf8_lossy(&usage.stderr)
+    );
+    let text = String::from_utf8(usage.stdout).unwrap();
+    assert!(
+        text.starts_with("principal,source_ip_address,event_name,calls,failed,first_seen,last_seen\n"),
+        "{text}"
+    );
+    assert!(text.lines().count() > 1, "the alias examples are found: {text}");
+
+    let missing = keytrail()
+        .arg("sql")
+        .arg(&ds)
+        .args(["--query", "key-usage"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("needs --param key=VALUE"));
+}
+
+#[test]
+fn sql_errors_are_one_line() {
+    let dir = kms_dataset();
+    let ds = dir.path().join("ds");
+    let empty = tempfile::tempdir().unwrap();
+    for (args, expected) in [
+        (vec!["SELECT nope FROM events"], "No field named nope"),
+        (vec!["SELEC 1"], "SQL error"),
+        (vec!["DROP VIEW kms_events"], "read-only"),
+    ] {
+        let output = keytrail().arg("sql").arg(&ds).args(&args).output().unwrap();
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr.contains(expected) && stderr.lines().count() == 1,
+            "{args:?}: {stderr}"
+        );
+    }
+    let no_parquet = keytrail()
+        .arg("sql")
+        .arg(empty.path())
+        .arg("SELECT 1")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&no_parquet.stderr).contains("no Parquet files found"));
+    let missing = keytrail()
+        .args(["sql", "/no/such/dir", "SELECT 1"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no such directory"));
+}
+
+#[test]
+fn sql_shell_reads_statements_from_stdin() {
+    use std::io::Write;
+    let dir = kms_dataset();
+    let mut child = keytrail()
+        .arg("sql")
+        .arg(dir.path().join("ds"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            b"SELECT count(*) AS n\nFROM kms_events\nWHERE error_code IS NOT NULL;\nSELECT bad;\n\\d\n",
+        )
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(stdout.starts_with("n\n2\n"), "{stdout}");
+    assert!(
+        stdout.contains("kms_events,VIEW"),
+        "the session survives the error: {stdout}"
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("error: "));
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "a failed statement makes the exit code non-zero"
+    );
+}

@@ -47,8 +47,62 @@ pub struct Cli {
 enum Command {
     /// Convert CloudTrail JSON (files, directories, globs, gzip, stdin) into partitioned Parquet.
     Convert(ConvertArgs),
+    /// Query a converted dataset with SQL: one-shot, from a file, a named KMS investigation, or
+    /// an interactive shell.
+    Sql(SqlArgs),
     /// Write a synthetic CloudTrail delivery tree (mostly KMS events) for benchmarks.
     Gen(GenArgs),
+}
+
+#[derive(Debug, Args)]
+struct SqlArgs {
+    /// A dataset written by `keytrail convert` (table `events`, view `kms_events`).
+    #[arg(value_name = "DIR", required_unless_present = "list_queries")]
+    dataset: Option<PathBuf>,
+
+    /// SQL to run (several statements separated by `;` are run in turn). Without SQL, -f or
+    /// --query: an interactive shell on a terminal, else statements are read from stdin.
+    #[arg(value_name = "SQL", conflicts_with_all = ["file", "query"])]
+    sql: Option<String>,
+
+    /// Run the statements in FILE.
+    #[arg(short, long, value_name = "FILE", conflicts_with = "query")]
+    file: Option<PathBuf>,
+
+    /// Run a ready-made KMS investigation (see --list-queries).
+    #[arg(long, value_name = "NAME")]
+    query: Option<String>,
+
+    /// A parameter of --query, such as --param key=alias/app-data (repeatable).
+    #[arg(short = 'P', long = "param", value_name = "NAME=VALUE", value_parser = parse_param, requires = "query")]
+    params: Vec<(String, String)>,
+
+    /// List the ready-made investigations and their parameters.
+    #[arg(long)]
+    list_queries: bool,
+
+    /// Result format (default: table on a terminal, csv otherwise; from the extension with --output).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    format: Option<crate::sql::output::Format>,
+
+    /// Write results to FILE (csv, json, ndjson or parquet) instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+
+    /// Rows shown by the table format (the rest are counted).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    max_rows: usize,
+
+    /// Allow statements that write (CREATE, INSERT, COPY, ...).
+    #[arg(long)]
+    allow_write: bool,
+}
+
+fn parse_param(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("`{text}` is not NAME=VALUE"))
 }
 
 #[derive(Debug, Args)]
@@ -201,6 +255,7 @@ fn init_logging(verbose: u8, quiet: bool) {
 fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Convert(args) => run_convert(args, cli.quiet),
+        Command::Sql(args) => run_sql(args),
         Command::Gen(args) => {
             let options = crate::synth::GenOptions {
                 events: args.events,
@@ -221,6 +276,78 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(EXIT_OK)
         }
     }
+}
+
+fn run_sql(args: SqlArgs) -> anyhow::Result<u8> {
+    use crate::sql::output::{Format, write_results};
+    use crate::sql::shell::{Piped, ShellOptions, Terminal, list_queries, run_shell};
+    use crate::sql::{SqlSession, queries};
+
+    if args.list_queries {
+        list_queries(&mut std::io::stdout())?;
+        return Ok(EXIT_OK);
+    }
+    let dataset = args.dataset.context("a dataset directory is required")?;
+    let format = match (args.format, &args.output) {
+        (Some(format), _) => format,
+        (None, Some(path)) => Format::from_extension(path).unwrap_or(Format::Csv),
+        (None, None) if std::io::stdout().is_terminal() => Format::Table,
+        (None, None) => Format::Csv,
+    };
+    if format == Format::Parquet && args.output.is_none() {
+        anyhow::bail!("--format parquet needs --output FILE");
+    }
+    let sql = match (&args.sql, &args.file, &args.query) {
+        (Some(sql), _, _) => Some(sql.clone()),
+        (_, Some(file), _) => {
+            Some(std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?)
+        }
+        (_, _, Some(name)) => Some(queries::find(name)?.render(&args.params.iter().cloned().collect())?),
+        _ => None,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let session = SqlSession::open(&dataset, args.allow_write).await?;
+        let mut out: Box<dyn Write + Send> = match &args.output {
+            Some(path) => Box::new(std::io::BufWriter::new(
+                std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+            )),
+            None => Box::new(std::io::stdout()),
+        };
+        match sql {
+            Some(sql) => {
+                let statements = session.split(&sql)?;
+                if format == Format::Parquet && statements.len() != 1 {
+                    anyhow::bail!("--format parquet writes one result: give exactly one statement");
+                }
+                for statement in statements {
+                    let stream = session.execute(statement).await?;
+                    write_results(stream, format, &mut *out, args.max_rows).await?;
+                }
+                Ok(EXIT_OK)
+            }
+            None => {
+                let interactive = std::io::stdin().is_terminal();
+                let options = ShellOptions {
+                    format,
+                    max_rows: args.max_rows,
+                    timing: interactive,
+                };
+                let mut stderr = std::io::stderr();
+                let failures = if interactive {
+                    eprintln!(
+                        "keytrail sql: table `events`, view `kms_events` over {}. \\? for help, \\q to quit.",
+                        dataset.display()
+                    );
+                    run_shell(&session, &mut Terminal::new()?, &mut *out, &mut stderr, &options).await?
+                } else {
+                    let mut source = Piped(std::io::stdin().lock());
+                    run_shell(&session, &mut source, &mut *out, &mut stderr, &options).await?
+                };
+                Ok(if failures == 0 { EXIT_OK } else { EXIT_FAILURE })
+            }
+        }
+    })
 }
 
 fn run_convert(args: ConvertArgs, quiet: bool) -> anyhow::Result<u8> {

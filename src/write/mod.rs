@@ -7,7 +7,7 @@
 //! are written under a hidden staging directory and renamed into place only when complete, so no
 //! reader ever sees a partial file.
 
-mod output;
+pub mod output;
 mod parquet_file;
 pub mod partition;
 

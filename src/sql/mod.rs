@@ -1,0 +1,225 @@
+//! SQL over converted datasets with embedded DataFusion.
+//!
+//! [`SqlSession::open`] registers a dataset directory as the table `events` (a listing table over
+//! the Hive partitions, partition columns typed and prunable, files declared sorted by
+//! `event_time`) and the view `kms_events`, and adds JSON functions (`json_get_str`, `->>`, ...)
+//! for the raw JSON columns. Sessions are read-only unless opened with `allow_write`.
+
+pub mod output;
+pub mod queries;
+pub mod shell;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::datatypes::DataType;
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext, col};
+use datafusion::sql::parser::{DFParser, Statement};
+use datafusion::sql::sqlparser::dialect::dialect_from_str;
+
+use crate::schema::Schema;
+use crate::write::DatasetMarker;
+
+/// Errors of the SQL layer; each is one clear line.
+#[derive(Debug, thiserror::Error)]
+pub enum SqlError {
+    #[error("{0}: no such directory")]
+    NotFound(PathBuf),
+    #[error("{0}: no Parquet files found (convert logs into it with `keytrail convert ... --output {0}`)")]
+    NoParquet(PathBuf),
+    #[error("{path}: {message}")]
+    Dataset { path: PathBuf, message: String },
+    #[error("keytrail sql is read-only: {0} is refused (pass --allow-write to allow it)")]
+    ReadOnly(String),
+    #[error("{0}")]
+    Query(String),
+    #[error(transparent)]
+    Io(std::io::Error),
+    /// Not a `#[source]`: the message already is the innermost cause, on one line.
+    #[error("{}", one_line(.0))]
+    DataFusion(DataFusionError),
+}
+
+impl From<DataFusionError> for SqlError {
+    fn from(error: DataFusionError) -> Self {
+        SqlError::DataFusion(error)
+    }
+}
+
+/// The name of the table holding every event.
+pub const EVENTS_TABLE: &str = "events";
+/// The view of KMS events.
+pub const KMS_VIEW: &str = "kms_events";
+
+/// A DataFusion session over one converted dataset.
+pub struct SqlSession {
+    ctx: SessionContext,
+    options: SQLOptions,
+    partition_columns: Vec<String>,
+}
+
+impl SqlSession {
+    /// Opens the dataset in `dir`.
+    pub async fn open(dir: &Path, allow_write: bool) -> Result<SqlSession, SqlError> {
+        if !dir.is_dir() {
+            return Err(SqlError::NotFound(dir.to_path_buf()));
+        }
+        let first_file = first_parquet_file(dir).ok_or_else(|| SqlError::NoParquet(dir.to_path_buf()))?;
+        let partition_columns = partition_columns(dir, &first_file)?;
+
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_default_catalog_and_schema("keytrail", "public");
+        let mut ctx = SessionContext::new_with_config(config);
+        datafusion_functions_json::register_all(&mut ctx)?;
+
+        let table = listing_table(dir, &partition_columns).await?;
+        ctx.register_table(EVENTS_TABLE, table)?;
+        ctx.sql(&format!(
+            "CREATE VIEW {KMS_VIEW} AS SELECT * FROM {EVENTS_TABLE} WHERE event_source = 'kms.amazonaws.com'"
+        ))
+        .await?;
+
+        let options = SQLOptions::new()
+            .with_allow_ddl(allow_write)
+            .with_allow_dml(allow_write)
+            .with_allow_statements(true);
+        Ok(SqlSession {
+            ctx,
+            options,
+            partition_columns,
+        })
+    }
+
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// The Hive partition columns of `events`.
+    pub fn partition_columns(&self) -> &[String] {
+        &self.partition_columns
+    }
+
+    /// Splits SQL text into statements (DataFusion's dialect, comments and quotes respected).
+    pub fn split(&self, sql: &str) -> Result<Vec<Statement>, SqlError> {
+        let name = self.ctx.state().config().options().sql_parser.dialect;
+        let dialect = dialect_from_str(name.as_ref())
+            .ok_or_else(|| SqlError::Query(format!("unsupported SQL dialect {}", name.as_ref())))?;
+        let statements = DFParser::parse_sql_with_dialect(sql, dialect.as_ref())?;
+        Ok(statements.into_iter().collect())
+    }
+
+    /// Plans and starts one statement; its result streams.
+    pub async fn execute(&self, statement: Statement) -> Result<SendableRecordBatchStream, SqlError> {
+        let state = self.ctx.state();
+        let text = statement.to_string();
+        let plan = state.statement_to_plan(statement).await?;
+        if self.options.verify_plan(&plan).is_err() {
+            let verb: Vec<&str> = text.split_whitespace().take(2).collect();
+            return Err(SqlError::ReadOnly(format!(
+                "`{} ...`",
+                verb.join(" ").to_uppercase()
+            )));
+        }
+        let frame = self.ctx.execute_logical_plan(plan).await?;
+        Ok(frame.execute_stream().await?)
+    }
+}
+
+/// DataFusion nests errors ("Optimizer rule ... failed caused by ..."); the innermost one says
+/// what is wrong, on one line.
+fn one_line(error: &DataFusionError) -> String {
+    let root = error.find_root().strip_backtrace();
+    let text = if root.trim().is_empty() {
+        error.strip_backtrace()
+    } else {
+        root
+    };
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match text.split_once(" Valid fields are ") {
+        Some((head, _)) => format!("{head} (`\\d events` in the shell lists the columns)"),
+        None => text,
+    }
+}
+
+async fn listing_table(dir: &Path, partition_columns: &[String]) -> Result<Arc<dyn TableProvider>, SqlError> {
+    let absolute = std::path::absolute(dir).map_err(|e| SqlError::Dataset {
+        path: dir.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let mut url = absolute.to_string_lossy().into_owned();
+    if !url.ends_with('/') {
+        url.push('/');
+    }
+    let table_url = ListingTableUrl::parse(&url)?;
+    let format = ParquetFormat::default().with_enable_pruning(true);
+    let options = ListingOptions::new(Arc::new(format))
+        .with_file_extension(".parquet")
+        .with_table_partition_cols(
+            partition_columns
+                .iter()
+                .map(|c| (c.clone(), DataType::Utf8))
+                .collect(),
+        )
+        .with_file_sort_order(vec![vec![col("event_time").sort(true, false)]]);
+    let config = ListingTableConfig::new(table_url)
+        .with_listing_options(options)
+        .with_schema(Schema::builtin().arrow_schema());
+    Ok(Arc::new(ListingTable::try_new(config)?))
+}
+
+/// The dataset's partition columns: from `_keytrail/dataset.json`, or else from the `key=value`
+/// directories above the first Parquet file.
+fn partition_columns(dir: &Path, first_file: &Path) -> Result<Vec<String>, SqlError> {
+    let marker_path = dir.join(crate::write::output::META_DIR).join("dataset.json");
+    if let Ok(text) = std::fs::read_to_string(&marker_path) {
+        let marker: DatasetMarker = serde_json::from_str(&text).map_err(|e| SqlError::Dataset {
+            path: marker_path.clone(),
+            message: format!("unreadable dataset description: {e}"),
+        })?;
+        let version = Schema::builtin().version();
+        if marker.schema_version != version {
+            return Err(SqlError::Dataset {
+                path: dir.to_path_buf(),
+                message: format!(
+                    "written with schema version {} but this keytrail reads version {version}; convert it again",
+                    marker.schema_version
+                ),
+            });
+        }
+        return Ok(marker.partition_by);
+    }
+    let relative = first_file.strip_prefix(dir).unwrap_or(first_file);
+    Ok(relative
+        .parent()
+        .into_iter()
+        .flat_map(|p| p.components())
+        .filter_map(|c| {
+            c.as_os_str()
+                .to_str()?
+                .split_once('=')
+                .map(|(k, _)| k.to_string())
+        })
+        .collect())
+}
+
+fn first_parquet_file(dir: &Path) -> Option<PathBuf> {
+    walkdir::WalkDir::new(dir)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| {
+            e.depth() == 0
+                || !e
+                    .file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with('.') || n.starts_with('_'))
+        })
+        .filter_map(Result::ok)
+        .find(|e| e.file_type().is_file() && e.path().extension().is_some_and(|x| x == "parquet"))
+        .map(|e| e.into_path())
+}
