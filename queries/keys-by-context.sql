@@ -4,13 +4,13 @@
 -- param: until | 2200-01-01T00:00:00Z | end of the time window (exclusive)
 SELECT
   kms_key_arn,
-  context_key,
+  entry['key'] AS context_key,
   count(*) AS calls,
-  count(DISTINCT encryption_context[context_key]) AS distinct_values,
+  count(DISTINCT entry['value']) AS distinct_values,
   min(event_time) AS first_seen,
   max(event_time) AS last_seen
 FROM (
-  SELECT kms_key_arn, encryption_context, event_time, unnest(map_keys(encryption_context)) AS context_key
+  SELECT kms_key_arn, event_time, unnest(map_entries(encryption_context)) AS entry
   FROM kms_events
   WHERE encryption_context IS NOT NULL
     AND event_time >= {{since}}

@@ -178,7 +178,14 @@ impl Generator {
     }
 
     fn record(&mut self, account: &str, region: &str, stream: usize, time: DateTime<Utc>) -> Value {
-        let (identity, agent) = self.identity(account);
+        // About 3% of calls come from a role in a sibling account, which must name the key by ARN.
+        let cross_account = self.rng.random_range(0..100) < 3;
+        let caller_account = if cross_account {
+            ACCOUNTS[(ACCOUNTS.iter().position(|a| *a == account).unwrap_or(0) + 1) % ACCOUNTS.len()]
+        } else {
+            account
+        };
+        let (identity, agent) = self.identity(caller_account);
         let key_index = self.rng.random_range(0..KEYS_PER_REGION);
         let key_id = self.keys[stream][key_index].clone();
         let key_arn = format!("arn:aws:kms:{region}:{account}:key/{key_id}");
@@ -195,21 +202,21 @@ impl Generator {
             400..=599 => (
                 "kms.amazonaws.com",
                 "GenerateDataKey",
-                json!({"keyId": self.key_reference(&key_id, &key_arn), "encryptionContext": context, "keySpec": "AES_256"}),
+                json!({"keyId": self.key_reference(&key_id, &key_arn, cross_account), "encryptionContext": context, "keySpec": "AES_256"}),
                 Value::Null,
                 true,
             ),
             600..=699 => (
                 "kms.amazonaws.com",
                 "Encrypt",
-                json!({"keyId": self.key_reference(&key_id, &key_arn), "encryptionContext": context, "encryptionAlgorithm": "SYMMETRIC_DEFAULT"}),
+                json!({"keyId": self.key_reference(&key_id, &key_arn, cross_account), "encryptionContext": context, "encryptionAlgorithm": "SYMMETRIC_DEFAULT"}),
                 Value::Null,
                 true,
             ),
             700..=749 => (
                 "kms.amazonaws.com",
                 "DescribeKey",
-                json!({"keyId": self.key_reference(&key_id, &key_arn)}),
+                json!({"keyId": self.key_reference(&key_id, &key_arn, cross_account)}),
                 Value::Null,
                 true,
             ),
@@ -341,7 +348,10 @@ impl Generator {
         record
     }
 
-    fn key_reference(&mut self, key_id: &str, key_arn: &str) -> String {
+    fn key_reference(&mut self, key_id: &str, key_arn: &str, cross_account: bool) -> String {
+        if cross_account {
+            return key_arn.to_string();
+        }
         match self.rng.random_range(0..10) {
             0..=4 => key_arn.to_string(),
             5..=7 => key_id.to_string(),
