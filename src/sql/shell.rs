@@ -190,13 +190,17 @@ async fn run_statements(
         };
         match result {
             Ok(rows) if options.timing => {
-                writeln!(
-                    err,
-                    "{rows} {} in {:.3} s",
-                    if rows == 1 { "row" } else { "rows" },
-                    started.elapsed().as_secs_f64()
-                )
-                .map_err(SqlError::Io)?;
+                let elapsed = started.elapsed().as_secs_f64();
+                // The table footer already counts the rows.
+                let line = if options.format == Format::Table {
+                    format!("Elapsed {elapsed:.3} s")
+                } else {
+                    format!(
+                        "{rows} {} in {elapsed:.3} s",
+                        if rows == 1 { "row" } else { "rows" }
+                    )
+                };
+                writeln!(err, "{line}").map_err(SqlError::Io)?;
             }
             Ok(_) => {}
             Err(SqlError::Io(e)) => return Err(SqlError::Io(e)),
