@@ -222,26 +222,19 @@ fn kms_developer_guide_examples_resolve_keys() {
         .copied()
         .find(|&r| string_at(&batch, "kms_key_origin", r).as_deref() == Some("AWS_CLOUDHSM"))
         .unwrap();
-    assert_eq!(
-        string_at(&batch, "kms_custom_key_store_id", hsm).as_deref(),
-        Some("cks-1234567890abcdef0")
-    );
-    assert_eq!(
-        string_at(&batch, "kms_cloudhsm_cluster_id", hsm).as_deref(),
-        Some("cluster-1a23b4cdefg")
-    );
-    assert_eq!(
-        string_at(&batch, "kms_key_spec", hsm).as_deref(),
-        Some("SYMMETRIC_DEFAULT")
-    );
-    assert_eq!(
-        string_at(&batch, "kms_key_usage", hsm).as_deref(),
-        Some("ENCRYPT_DECRYPT")
-    );
-    assert_eq!(
-        string_at(&batch, "kms_key_manager", hsm).as_deref(),
-        Some("CUSTOMER")
-    );
+    for (column, expected) in [
+        ("kms_custom_key_store_id", "cks-1234567890abcdef0"),
+        ("kms_cloudhsm_cluster_id", "cluster-1a23b4cdefg"),
+        ("kms_key_spec", "SYMMETRIC_DEFAULT"),
+        ("kms_key_usage", "ENCRYPT_DECRYPT"),
+        ("kms_key_manager", "CUSTOMER"),
+    ] {
+        assert_eq!(
+            string_at(&batch, column, hsm).as_deref(),
+            Some(expected),
+            "{column}"
+        );
+    }
     let multi_region = batch.column_by_name("kms_multi_region").unwrap().as_boolean();
     assert!(!multi_region.is_null(hsm) && !multi_region.value(hsm));
 

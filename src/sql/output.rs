@@ -102,26 +102,14 @@ pub async fn write_results(
             }
         }
         Format::Json => {
-            let mut writer = arrow::json::ArrayWriter::new(&mut *out);
-            while let Some(batch) = stream.next().await {
-                let batch = batch?;
-                rows += batch.num_rows() as u64;
-                writer.write(&batch).map_err(arrow)?;
-            }
-            writer.finish().map_err(arrow)?;
+            rows = write_json(&mut stream, arrow::json::ArrayWriter::new(&mut *out)).await?;
             if rows == 0 {
                 write!(out, "[]").map_err(io)?;
             }
             writeln!(out).map_err(io)?;
         }
         Format::Ndjson => {
-            let mut writer = arrow::json::LineDelimitedWriter::new(&mut *out);
-            while let Some(batch) = stream.next().await {
-                let batch = batch?;
-                rows += batch.num_rows() as u64;
-                writer.write(&batch).map_err(arrow)?;
-            }
-            writer.finish().map_err(arrow)?;
+            rows = write_json(&mut stream, arrow::json::LineDelimitedWriter::new(&mut *out)).await?;
         }
         Format::Parquet => {
             let mut writer = ArrowWriter::try_new(&mut *out, stream.schema(), None)
@@ -135,6 +123,21 @@ pub async fn write_results(
         }
     }
     out.flush().map_err(io)?;
+    Ok(rows)
+}
+
+/// Streams every batch through an arrow-json writer (JSON array or NDJSON).
+async fn write_json<W: Write, F: arrow::json::writer::JsonFormat>(
+    stream: &mut SendableRecordBatchStream,
+    mut writer: arrow::json::Writer<W, F>,
+) -> Result<u64, SqlError> {
+    let mut rows = 0;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        rows += batch.num_rows() as u64;
+        writer.write(&batch).map_err(arrow)?;
+    }
+    writer.finish().map_err(arrow)?;
     Ok(rows)
 }
 
