@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
@@ -21,6 +21,7 @@ use crate::read::classify::{Kind, SkipReason, TopFields, classify, remove_traili
 use crate::read::split::{RawItem, Splitter};
 use crate::read::{Input, ReadError, discover, open};
 use crate::schema::Schema;
+use crate::write::quarantine::Quarantine;
 use crate::write::{DatasetWriter, WriteError, WriteOptions, WriteSummary, prepare_output};
 
 /// Settings of a conversion.
@@ -35,6 +36,8 @@ pub struct ConvertOptions {
     pub threads: usize,
     /// Rows per record batch handed to the writer.
     pub batch_rows: usize,
+    /// Stop at the first problem and commit nothing.
+    pub strict: bool,
 }
 
 impl ConvertOptions {
@@ -47,6 +50,7 @@ impl ConvertOptions {
             threads: write.threads,
             write,
             batch_rows: 8192,
+            strict: false,
         }
     }
 }
@@ -58,6 +62,8 @@ pub enum ConvertError {
     NoInputs(String),
     #[error(transparent)]
     Write(#[from] WriteError),
+    #[error("stopped at the first problem (--strict); nothing was written: {0}")]
+    Strict(Problem),
 }
 
 /// Progress callbacks (the CLI draws a bar; the library default does nothing).
@@ -129,7 +135,10 @@ pub struct ConvertSummary {
     /// Records that looked like CloudTrail events (converted or rejected).
     pub events_read: u64,
     pub rows_written: u64,
-    pub rejected_records: u64,
+    /// Records kept in the quarantine (`_keytrail/quarantine/<run>/`) instead of converted.
+    pub quarantined_records: u64,
+    /// Events dropped because the same (event_id, recipient_account_id) was already written.
+    pub duplicates_dropped: u64,
     /// Records accepted after removing trailing commas.
     pub repaired_records: u64,
     /// JSON values inside the inputs that are not events (digests, other objects).
@@ -143,6 +152,9 @@ pub struct ConvertSummary {
     pub spilled_runs: usize,
     pub elapsed_seconds: f64,
     pub events_per_second: f64,
+    /// Where this run's quarantine was committed, when it holds records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quarantine: Option<PathBuf>,
     /// The first problems found (all are logged as they happen).
     pub problems: Vec<Problem>,
     pub problem_count: u64,
@@ -160,7 +172,7 @@ const MAX_PROBLEMS_KEPT: usize = 100;
 #[derive(Default)]
 struct FileReport {
     events: u64,
-    rejected: u64,
+    quarantined: u64,
     repaired: u64,
     skipped_records: BTreeMap<SkipReason, u64>,
     skipped_file: Option<SkippedFile>,
@@ -204,6 +216,7 @@ pub fn convert(
 
     let output = prepare_output(&options.output, options.overwrite, &options.write.partitioning)?;
     let run_id = output.run_id().to_string();
+    let quarantine_dir = output.quarantine_staging_dir();
     let schema = Schema::builtin();
     let writer = DatasetWriter::new(output, schema.arrow_schema(), options.write.clone());
 
@@ -211,16 +224,26 @@ pub fn convert(
     let (sender, receiver) = bounded::<RecordBatch>(threads * 2);
     let next = AtomicUsize::new(0);
     let reports: Mutex<Vec<FileReport>> = Mutex::new(Vec::with_capacity(inputs.len()));
+    let shared = Shared {
+        quarantine: Mutex::new(Quarantine::new(&quarantine_dir)),
+        strict: options.strict,
+        stop: AtomicBool::new(false),
+        first_problem: Mutex::new(None),
+        fatal: Mutex::new(None),
+    };
 
     let write_result = std::thread::scope(|scope| {
         let writer_thread = scope.spawn(move || write_all(writer, receiver));
         for _ in 0..threads {
             let sender = sender.clone();
-            let (inputs, next, reports) = (&inputs, &next, &reports);
+            let (inputs, next, reports, shared) = (&inputs, &next, &reports, &shared);
             scope.spawn(move || {
                 let mut flattener = Flattener::new();
                 while let Some(input) = inputs.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let report = convert_input(input, &mut flattener, &sender, options.batch_rows);
+                    if shared.stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let report = convert_input(input, &mut flattener, &sender, options.batch_rows, shared);
                     progress.file_done(report.events, report.bytes);
                     reports
                         .lock()
@@ -238,7 +261,19 @@ pub fn convert(
         writer_thread.join().expect("the writer thread does not panic")
     });
     progress.finishing();
-    let written = write_result?;
+    let (output, written) = write_result?;
+    let quarantined = shared.quarantine.into_inner().expect("threads joined").finish();
+    let strict_problem = shared.first_problem.into_inner().expect("threads joined");
+    let fatal = shared.fatal.into_inner().expect("threads joined");
+    if strict_problem.is_some() || fatal.is_some() || quarantined.is_err() {
+        output.abandon();
+        return Err(match (strict_problem, fatal) {
+            (Some(problem), _) => ConvertError::Strict(problem),
+            (None, Some(fatal)) => fatal.into(),
+            (None, None) => quarantined.expect_err("checked above").into(),
+        });
+    }
+    output.commit(&written.files)?;
 
     let mut summary = ConvertSummary {
         output: options.output.clone(),
@@ -250,8 +285,8 @@ pub fn convert(
     summary.problem_count = problems.len() as u64;
     for report in reports.into_inner().expect("threads joined") {
         summary.input_bytes += report.bytes;
-        summary.events_read += report.events + report.rejected;
-        summary.rejected_records += report.rejected;
+        summary.events_read += report.events + report.quarantined;
+        summary.quarantined_records += report.quarantined;
         summary.repaired_records += report.repaired;
         for (reason, n) in report.skipped_records {
             *summary.skipped_records.entry(reason).or_default() += n;
@@ -267,6 +302,15 @@ pub fn convert(
     problems.truncate(MAX_PROBLEMS_KEPT);
     summary.problems = problems;
     apply_write_summary(&mut summary, written);
+    if summary.quarantined_records > 0 {
+        summary.quarantine = Some(
+            options
+                .output
+                .join(crate::write::output::META_DIR)
+                .join(crate::write::output::QUARANTINE_DIR)
+                .join(&summary.run_id),
+        );
+    }
     summary.elapsed_seconds = started.elapsed().as_secs_f64();
     summary.events_per_second = summary.events_read as f64 / summary.elapsed_seconds.max(1e-9);
     Ok(summary)
@@ -280,15 +324,28 @@ fn apply_write_summary(summary: &mut ConvertSummary, written: WriteSummary) {
     summary.spilled_runs = written.spilled_runs;
 }
 
-fn write_all(mut writer: DatasetWriter, batches: Receiver<RecordBatch>) -> Result<WriteSummary, WriteError> {
+fn write_all(
+    mut writer: DatasetWriter,
+    batches: Receiver<RecordBatch>,
+) -> Result<(crate::write::OutputDir, WriteSummary), WriteError> {
     for batch in batches {
         if let Err(e) = writer.write(&batch) {
-            // Dropping the receiver makes the workers stop at their next send.
-            drop(writer);
+            // Returning drops the receiver: the workers stop at their next send.
+            writer.abandon();
             return Err(e);
         }
     }
     writer.finish()
+}
+
+/// State the workers share.
+struct Shared {
+    quarantine: Mutex<Quarantine>,
+    strict: bool,
+    /// Set when the run must end early (strict problem or fatal error).
+    stop: AtomicBool,
+    first_problem: Mutex<Option<Problem>>,
+    fatal: Mutex<Option<WriteError>>,
 }
 
 /// One input being read.
@@ -296,6 +353,7 @@ struct Reading<'a> {
     name: String,
     flattener: &'a mut Flattener,
     sender: &'a Sender<RecordBatch>,
+    shared: &'a Shared,
     batch_rows: usize,
     items: u64,
     receiver_gone: bool,
@@ -303,7 +361,8 @@ struct Reading<'a> {
 }
 
 impl Reading<'_> {
-    fn problem(&mut self, record: Option<u64>, offset: Option<u64>, message: String) {
+    /// Reports a problem; with `bytes`, the record is quarantined (and counted as such).
+    fn problem(&mut self, record: Option<u64>, offset: Option<u64>, message: String, bytes: Option<&[u8]>) {
         let problem = Problem {
             input: self.name.clone(),
             record,
@@ -311,6 +370,31 @@ impl Reading<'_> {
             message,
         };
         warn!("{problem}");
+        if let Some(bytes) = bytes {
+            self.report.quarantined += 1;
+            let added = self
+                .shared
+                .quarantine
+                .lock()
+                .expect("no thread panics while holding it")
+                .add(&self.name, record, offset, &problem.message, bytes);
+            if let Err(e) = added {
+                self.shared
+                    .fatal
+                    .lock()
+                    .expect("no thread panics while holding it")
+                    .get_or_insert(e);
+                self.shared.stop.store(true, Ordering::Relaxed);
+            }
+        }
+        if self.shared.strict {
+            self.shared
+                .first_problem
+                .lock()
+                .expect("no thread panics while holding it")
+                .get_or_insert_with(|| problem.clone());
+            self.shared.stop.store(true, Ordering::Relaxed);
+        }
         self.report.problems.push(problem);
     }
 
@@ -328,52 +412,53 @@ impl Reading<'_> {
     /// Classifies and converts one JSON value (a record, or text embedded in one).
     fn value(&mut self, bytes: &[u8], index: u64, offset: u64) {
         match classify(bytes) {
-            Ok(kind) => self.kind(kind, index, offset),
+            Ok(kind) => self.kind(kind, bytes, index, offset),
             Err(error) => {
                 if let Some(fixed) = remove_trailing_commas(bytes)
                     && let Ok(kind) = classify(&fixed)
                 {
                     self.report.repaired += 1;
                     debug!(record = index, "accepted after removing trailing commas");
-                    self.kind(kind, index, offset);
+                    self.kind(kind, bytes, index, offset);
                 } else {
-                    self.report.rejected += 1;
-                    self.problem(Some(index), Some(offset), format!("invalid JSON: {error}"));
+                    self.problem(
+                        Some(index),
+                        Some(offset),
+                        format!("invalid JSON: {error}"),
+                        Some(bytes),
+                    );
                 }
             }
         }
     }
 
-    fn kind(&mut self, kind: Kind<'_>, index: u64, offset: u64) {
+    fn kind(&mut self, kind: Kind<'_>, bytes: &[u8], index: u64, offset: u64) {
         match kind {
+            Kind::Event(top) => self.event(&top, bytes, index, offset),
             Kind::Embedded(texts) => {
                 for text in texts {
                     self.value(text.as_bytes(), index, offset);
                 }
             }
             Kind::Nested(inner) => self.value(inner.get().as_bytes(), index, offset),
-            Kind::Event(top) => self.event(&top, index, offset),
             Kind::Records(records) => {
                 for record in records {
                     self.value(record.get().as_bytes(), index, offset);
                 }
             }
-            Kind::Skip(reason) => self.skip(reason),
+            Kind::Skip(reason) => *self.report.skipped_records.entry(reason).or_default() += 1,
         }
     }
 
-    fn skip(&mut self, reason: SkipReason) {
-        *self.report.skipped_records.entry(reason).or_default() += 1;
-    }
-
-    fn event(&mut self, top: &TopFields<'_>, index: u64, offset: u64) {
+    fn event(&mut self, top: &TopFields<'_>, bytes: &[u8], index: u64, offset: u64) {
         match self.flattener.append(top) {
             Ok(()) => self.report.events += 1,
-            Err(e) => {
-                self.report.rejected += 1;
-                self.problem(Some(index), Some(offset), e.to_string());
-            }
+            Err(e) => self.problem(Some(index), Some(offset), e.to_string(), Some(bytes)),
         }
+    }
+
+    fn stopped(&self) -> bool {
+        self.receiver_gone || self.shared.stop.load(Ordering::Relaxed)
     }
 }
 
@@ -383,12 +468,14 @@ fn convert_input(
     flattener: &mut Flattener,
     sender: &Sender<RecordBatch>,
     batch_rows: usize,
+    shared: &Shared,
 ) -> FileReport {
     let _span = info_span!("input", %input).entered();
     let mut reading = Reading {
         name: input.to_string(),
         flattener,
         sender,
+        shared,
         batch_rows,
         items: 0,
         receiver_gone: false,
@@ -398,7 +485,7 @@ fn convert_input(
         Ok(opened) => opened,
         Err(ReadError::Open { source, .. } | ReadError::Read { source, .. }) => {
             reading.report.failed = true;
-            reading.problem(None, None, source.to_string());
+            reading.problem(None, None, source.to_string(), None);
             return reading.report;
         }
     };
@@ -406,20 +493,16 @@ fn convert_input(
     let mut splitter = Splitter::new();
     let mut chunk = vec![0u8; 256 * 1024];
     let mut first_byte: Option<u8> = None;
+    let mut failure: Option<(u64, String)> = None;
     loop {
         let n = match opened.reader.read(&mut chunk) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                reading.report.failed = true;
                 let what = if opened.gzip { "gzip stream" } else { "file" };
                 let at = splitter.position();
-                reading.problem(
-                    None,
-                    Some(at),
-                    format!("reading the {what} failed after {at} bytes: {e}"),
-                );
+                failure = Some((at, format!("reading the {what} failed after {at} bytes: {e}")));
                 break;
             }
         };
@@ -437,27 +520,36 @@ fn convert_input(
             }
         }
         if let Err(e) = splitter.push(&chunk[..n], &mut |item| reading.item(item)) {
-            reading.report.failed = true;
-            let record = reading.items;
-            reading.problem(
-                Some(record),
-                Some(e.offset),
+            failure = Some((
+                e.offset,
                 format!("malformed JSON: {}; the rest of the input is not read", e.message),
-            );
-            return finish_report(reading.report, record);
+            ));
+            break;
         }
-        if reading.receiver_gone {
+        if reading.stopped() {
             return reading.report;
         }
     }
-    if !reading.report.failed
-        && let Err(e) = splitter.finish()
+    if failure.is_none()
+        && let Err(e) = splitter.pending().map_or(Ok(()), |_| splitter_end(&splitter))
     {
+        failure = Some(e);
+    }
+    if let Some((offset, message)) = failure {
+        // The records before the failure are kept; the unfinished one goes to the quarantine.
         reading.report.failed = true;
         let record = reading.items;
-        reading.problem(Some(record), Some(e.offset), e.message);
+        let pending = splitter.pending().map(|(start, bytes)| (start, bytes.to_vec()));
+        match pending {
+            Some((start, bytes)) if !bytes.is_empty() => {
+                let message = format!("{message} (the unfinished record starts at byte {start})");
+                reading.problem(Some(record), Some(offset), message, Some(&bytes))
+            }
+            _ => reading.problem(Some(record), Some(offset), message, None),
+        }
+        return finish_report(reading.report, record);
     }
-    if first_byte.is_none() && !reading.report.failed {
+    if first_byte.is_none() {
         reading.report.skipped_file = Some(SkippedFile::Empty);
         return reading.report;
     }
@@ -465,8 +557,20 @@ fn convert_input(
     finish_report(reading.report, items)
 }
 
+/// The error `Splitter::finish` would give, without consuming the splitter (its pending bytes
+/// are still needed for the quarantine).
+fn splitter_end(splitter: &Splitter) -> Result<(), (u64, String)> {
+    match splitter.pending() {
+        Some((start, _)) => Err((
+            splitter.position(),
+            format!("unexpected end of input: the record starting at byte {start} is truncated"),
+        )),
+        None => Ok(()),
+    }
+}
+
 fn finish_report(mut report: FileReport, items: u64) -> FileReport {
-    if items > 0 && report.events == 0 && report.rejected == 0 && !report.failed {
+    if items > 0 && report.events == 0 && report.quarantined == 0 && !report.failed {
         report.skipped_file = Some(if report.skipped_records.contains_key(&SkipReason::Digest) {
             SkippedFile::Digest
         } else {

@@ -48,7 +48,7 @@ fn convert_json_summary_and_partial_exit_code() {
         .unwrap();
     assert_eq!(output.status.code(), Some(3), "some records are rejected: exit 3");
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(summary["rejected_records"], 4);
+    assert_eq!(summary["quarantined_records"], 4);
     assert_eq!(summary["repaired_records"], 3);
     assert_eq!(
         summary["rows_written"],

@@ -16,7 +16,7 @@ fn invictus_all_2900_records_typed_and_partitioned() {
     assert_eq!(summary.skipped_files.get(&SkippedFile::NotJson), Some(&2));
     assert_eq!(summary.events_read, 2900);
     assert_eq!(summary.rows_written, 2900);
-    assert_eq!(summary.rejected_records, 0);
+    assert_eq!(summary.quarantined_records, 0);
     assert!(summary.is_clean(), "{:?}", summary.problems);
 
     let out = dir.path().join("out");
@@ -136,7 +136,7 @@ fn type_drift_and_case_variants_are_kept() {
 fn kms_developer_guide_examples_resolve_keys() {
     let (dir, summary) = convert_into(&[data("aws-kms-developer-guide/events")], |_| {});
     // 4 blocks are not JSON at all (elided `...`, placeholders); 3 only have trailing commas.
-    assert_eq!(summary.rejected_records, 4, "{:#?}", summary.problems);
+    assert_eq!(summary.quarantined_records, 4, "{:#?}", summary.problems);
     assert_eq!(summary.repaired_records, 3);
     assert_eq!(summary.rows_written, summary.events_read - 4);
     let batch = read_all(&dir.path().join("out"));
@@ -288,7 +288,7 @@ fn kms_developer_guide_examples_resolve_keys() {
 fn every_container_form_is_read() {
     // Bare arrays (Stratus), NDJSON EventBridge envelopes, gzip, SIEM `_raw` wrappers.
     let (_, stratus) = convert_into(&[data("stratus-red-team")], |_| {});
-    assert_eq!((stratus.rows_written, stratus.rejected_records), (310, 0));
+    assert_eq!((stratus.rows_written, stratus.quarantined_records), (310, 0));
 
     let (dir, eventbridge) = convert_into(&[data("streamalert/eventbridge.ndjson")], |_| {});
     assert_eq!(eventbridge.events_read, 15);
@@ -321,7 +321,7 @@ fn edge_case_fixtures_are_reported_not_fatal() {
     );
     // The deliberately broken and truncated files, the wrong eventTime and the all-null record
     // are each named; everything else converts.
-    assert!(summary.rejected_records >= 2, "{:#?}", summary.problems);
+    assert!(summary.quarantined_records >= 2, "{:#?}", summary.problems);
     assert!(summary.failed_files >= 2, "{:#?}", summary.problems);
     let messages: Vec<String> = summary.problems.iter().map(|p| p.to_string()).collect();
     assert!(
@@ -335,7 +335,7 @@ fn edge_case_fixtures_are_reported_not_fatal() {
     assert!(summary.rows_written > 30);
     assert_eq!(
         summary.events_read,
-        summary.rows_written + summary.rejected_records
+        summary.rows_written + summary.quarantined_records
     );
 }
 

@@ -153,6 +153,11 @@ struct ConvertArgs {
     #[arg(long)]
     overwrite: bool,
 
+    /// Stop at the first problem (bad record, unreadable input) with exit code 1 and commit
+    /// nothing, instead of quarantining it and going on.
+    #[arg(long)]
+    strict: bool,
+
     /// Print the summary as one JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -361,6 +366,7 @@ fn run_convert(args: ConvertArgs, quiet: bool) -> anyhow::Result<u8> {
         overwrite: args.overwrite,
         threads,
         batch_rows: 8192,
+        strict: args.strict,
         write: WriteOptions {
             partitioning: args.partition_by,
             target_file_bytes: args.target_file_size,

@@ -61,7 +61,8 @@ pub fn write_human(out: &mut impl Write, s: &ConvertSummary) -> io::Result<()> {
     writeln!(out, "  failed files      {}", thousands(s.failed_files))?;
     writeln!(out, "  events read       {}", thousands(s.events_read))?;
     writeln!(out, "  rows written      {}", thousands(s.rows_written))?;
-    writeln!(out, "  rejected records  {}", thousands(s.rejected_records))?;
+    writeln!(out, "  quarantined       {}", thousands(s.quarantined_records))?;
+    writeln!(out, "  duplicates        {}", thousands(s.duplicates_dropped))?;
     if s.repaired_records > 0 {
         writeln!(
             out,
@@ -90,6 +91,13 @@ pub fn write_human(out: &mut impl Write, s: &ConvertSummary) -> io::Result<()> {
         s.elapsed_seconds,
         thousands(s.events_per_second.round() as u64)
     )?;
+    if let Some(dir) = &s.quarantine {
+        writeln!(
+            out,
+            "quarantined records (original bytes and reasons) are in {}",
+            dir.display()
+        )?;
+    }
     if s.problem_count > 0 {
         writeln!(
             out,

@@ -79,6 +79,13 @@ impl Splitter {
         Splitter::default()
     }
 
+    /// The bytes of a record that has started but not ended (and the offset of its first
+    /// byte): what is left of it when the input fails or ends early.
+    pub fn pending(&self) -> Option<(u64, &[u8])> {
+        let start = self.item_start.or(self.top_start)?;
+        Some((self.base + start as u64, &self.buf[start..]))
+    }
+
     /// Total bytes consumed so far.
     pub fn position(&self) -> u64 {
         self.base + self.pos as u64

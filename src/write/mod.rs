@@ -10,6 +10,7 @@
 pub mod output;
 mod parquet_file;
 pub mod partition;
+pub mod quarantine;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -134,6 +135,11 @@ impl DatasetWriter {
         }
     }
 
+    /// Gives up: removes the staging area, commits nothing.
+    pub fn abandon(self) {
+        self.output.abandon();
+    }
+
     /// Rows accepted so far.
     pub fn rows(&self) -> u64 {
         self.rows
@@ -211,9 +217,9 @@ impl DatasetWriter {
         Ok(())
     }
 
-    /// Sorts, merges and encodes every partition, then commits the files into the output
-    /// directory.
-    pub fn finish(self) -> Result<WriteSummary, WriteError> {
+    /// Sorts, merges and encodes every partition into the staging area. Nothing is visible to
+    /// readers until [`OutputDir::commit`].
+    pub fn finish(self) -> Result<(OutputDir, WriteSummary), WriteError> {
         let DatasetWriter {
             output,
             schema,
@@ -266,13 +272,15 @@ impl DatasetWriter {
             .map(|f| f.path.rsplit_once('/').map_or("", |(dir, _)| dir))
             .collect::<std::collections::BTreeSet<_>>()
             .len();
-        output.commit(&files)?;
-        Ok(WriteSummary {
-            rows,
-            partitions: partition_count,
-            files,
-            spilled_runs: spills,
-        })
+        Ok((
+            output,
+            WriteSummary {
+                rows,
+                partitions: partition_count,
+                files,
+                spilled_runs: spills,
+            },
+        ))
     }
 }
 

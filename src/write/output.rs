@@ -13,6 +13,8 @@ use crate::schema::Schema;
 pub const META_DIR: &str = "_keytrail";
 const MARKER_FILE: &str = "dataset.json";
 const RUNS_DIR: &str = "runs";
+/// Folder under [`META_DIR`] with one quarantine folder per run.
+pub const QUARANTINE_DIR: &str = "quarantine";
 const STAGING_PREFIX: &str = ".keytrail-staging-";
 
 /// `_keytrail/dataset.json`: what kind of dataset this directory holds.
@@ -154,8 +156,13 @@ impl OutputDir {
         self.staging.join("_spill")
     }
 
-    /// Moves the staged files into place and records the run.
-    pub(crate) fn commit(&self, files: &[WrittenFile]) -> Result<(), WriteError> {
+    /// Where this run's quarantine is written before it is committed.
+    pub fn quarantine_staging_dir(&self) -> PathBuf {
+        self.staging.join("_quarantine")
+    }
+
+    /// Moves the staged files (and quarantine) into place and records the run.
+    pub fn commit(&self, files: &[WrittenFile]) -> Result<(), WriteError> {
         for old in &self.replaces {
             match fs::remove_file(old) {
                 Ok(()) => {}
@@ -165,8 +172,19 @@ impl OutputDir {
             remove_empty_parents(old, &self.root);
         }
         let runs = self.root.join(META_DIR).join(RUNS_DIR);
-        if !self.replaces.is_empty() && runs.is_dir() {
-            fs::remove_dir_all(&runs).map_err(io_error(&runs))?;
+        let quarantines = self.root.join(META_DIR).join(QUARANTINE_DIR);
+        if !self.replaces.is_empty() {
+            for dir in [&runs, &quarantines] {
+                if dir.is_dir() {
+                    fs::remove_dir_all(dir).map_err(io_error(dir))?;
+                }
+            }
+        }
+        let staged_quarantine = self.quarantine_staging_dir();
+        if staged_quarantine.is_dir() {
+            fs::create_dir_all(&quarantines).map_err(io_error(&quarantines))?;
+            let to = quarantines.join(&self.run_id);
+            fs::rename(&staged_quarantine, &to).map_err(io_error(&to))?;
         }
         for file in files {
             let from = self.staging.join(&file.path);

@@ -1,0 +1,136 @@
+//! The quarantine: records that could not be converted, kept byte for byte with the reason.
+//!
+//! A run's quarantine is committed to `_keytrail/quarantine/<run>/`:
+//! `records.bin` holds the original bytes of each record back to back, and `reasons.jsonl` has one
+//! line per record: the input, the record index and byte offset inside it, the reason, and where
+//! its bytes are in `records.bin` (`bin_offset`, `length`).
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{WriteError, io_error};
+
+/// The `records.bin` file name.
+pub const RECORDS_FILE: &str = "records.bin";
+/// The `reasons.jsonl` file name.
+pub const REASONS_FILE: &str = "reasons.jsonl";
+
+/// One line of `reasons.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct QuarantineEntry {
+    pub input: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub record: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub offset: Option<u64>,
+    pub reason: String,
+    pub bin_offset: u64,
+    pub length: u64,
+}
+
+/// Appends quarantined records; files are created on the first record.
+#[derive(Debug)]
+pub struct Quarantine {
+    dir: PathBuf,
+    files: Option<(BufWriter<File>, BufWriter<File>)>,
+    bin_offset: u64,
+    count: u64,
+}
+
+impl Quarantine {
+    pub fn new(dir: &Path) -> Quarantine {
+        Quarantine {
+            dir: dir.to_path_buf(),
+            files: None,
+            bin_offset: 0,
+            count: 0,
+        }
+    }
+
+    /// Records quarantined so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Keeps `bytes` (the record exactly as read) with where it came from and why.
+    pub fn add(
+        &mut self,
+        input: &str,
+        record: Option<u64>,
+        offset: Option<u64>,
+        reason: &str,
+        bytes: &[u8],
+    ) -> Result<(), WriteError> {
+        if self.files.is_none() {
+            fs::create_dir_all(&self.dir).map_err(io_error(&self.dir))?;
+            let open = |name: &str| -> Result<BufWriter<File>, WriteError> {
+                let path = self.dir.join(name);
+                Ok(BufWriter::new(File::create(&path).map_err(io_error(&path))?))
+            };
+            self.files = Some((open(RECORDS_FILE)?, open(REASONS_FILE)?));
+        }
+        let (bin, reasons) = self.files.as_mut().expect("opened above");
+        let entry = QuarantineEntry {
+            input: input.to_string(),
+            record,
+            offset,
+            reason: reason.to_string(),
+            bin_offset: self.bin_offset,
+            length: bytes.len() as u64,
+        };
+        bin.write_all(bytes)
+            .map_err(io_error(&self.dir.join(RECORDS_FILE)))?;
+        let mut line = serde_json::to_vec(&entry).expect("entries serialize");
+        line.push(b'\n');
+        reasons
+            .write_all(&line)
+            .map_err(io_error(&self.dir.join(REASONS_FILE)))?;
+        self.bin_offset += bytes.len() as u64;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Flushes and syncs the files.
+    pub fn finish(self) -> Result<u64, WriteError> {
+        if let Some((bin, reasons)) = self.files {
+            for (writer, name) in [(bin, RECORDS_FILE), (reasons, REASONS_FILE)] {
+                let path = self.dir.join(name);
+                let file = writer.into_inner().map_err(|e| WriteError::Io {
+                    path: path.clone(),
+                    source: e.into_error(),
+                })?;
+                file.sync_all().map_err(io_error(&path))?;
+            }
+        }
+        Ok(self.count)
+    }
+}
+
+/// Reads a committed quarantine back: each entry with its original bytes.
+pub fn read_quarantine(dir: &Path) -> Result<Vec<(QuarantineEntry, Vec<u8>)>, WriteError> {
+    let reasons_path = dir.join(REASONS_FILE);
+    let records_path = dir.join(RECORDS_FILE);
+    let reasons = fs::read_to_string(&reasons_path).map_err(io_error(&reasons_path))?;
+    let records = fs::read(&records_path).map_err(io_error(&records_path))?;
+    reasons
+        .lines()
+        .map(|line| {
+            let entry: QuarantineEntry = serde_json::from_str(line).map_err(|e| WriteError::Io {
+                path: reasons_path.clone(),
+                source: std::io::Error::other(e),
+            })?;
+            let start = entry.bin_offset as usize;
+            let bytes = records
+                .get(start..start + entry.length as usize)
+                .ok_or_else(|| WriteError::Io {
+                    path: records_path.clone(),
+                    source: std::io::Error::other("a reasons.jsonl entry points past the end of records.bin"),
+                })?
+                .to_vec();
+            Ok((entry, bytes))
+        })
+        .collect()
+}
