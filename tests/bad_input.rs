@@ -143,7 +143,7 @@ fn every_bad_input_is_named_quarantined_and_counted() {
     assert!(entry.reason.contains("gzip"), "{}", entry.reason);
     let next = GOOD.replace("good-1", &format!("gz-{from_gzip}"));
     assert!(
-        !bytes.is_empty() && next.as_bytes().starts_with(&bytes),
+        !bytes.is_empty() && next.as_bytes().starts_with(bytes),
         "the unfinished record, as far as it was read"
     );
 
