@@ -22,7 +22,9 @@ use crate::read::split::{RawItem, Splitter};
 use crate::read::{Input, ReadError, discover, open};
 use crate::schema::Schema;
 use crate::write::quarantine::Quarantine;
-use crate::write::{DatasetWriter, WriteError, WriteOptions, WriteSummary, prepare_output};
+use crate::write::{
+    DatasetWriter, InputRecord, OutputDir, OutputMode, WriteError, WriteOptions, WriteSummary, prepare_output,
+};
 
 /// Settings of a conversion.
 #[derive(Debug, Clone)]
@@ -30,7 +32,8 @@ pub struct ConvertOptions {
     /// Files, directories, glob patterns, or `-` for stdin.
     pub inputs: Vec<String>,
     pub output: PathBuf,
-    pub overwrite: bool,
+    /// What to do when the output already holds a dataset.
+    pub mode: OutputMode,
     pub write: WriteOptions,
     /// Threads that read and flatten input files.
     pub threads: usize,
@@ -46,7 +49,7 @@ impl ConvertOptions {
         ConvertOptions {
             inputs,
             output: output.into(),
-            overwrite: false,
+            mode: OutputMode::Fresh,
             threads: write.threads,
             write,
             batch_rows: 8192,
@@ -132,6 +135,10 @@ pub struct ConvertSummary {
     pub schema_version: u32,
     pub input_files: usize,
     pub input_bytes: u64,
+    /// `--incremental`: inputs skipped because an earlier run converted them unchanged.
+    pub unchanged_inputs: u64,
+    /// `--incremental`: inputs converted before whose content has changed since.
+    pub changed_inputs: Vec<String>,
     /// Records that looked like CloudTrail events (converted or rejected).
     pub events_read: u64,
     pub rows_written: u64,
@@ -179,6 +186,8 @@ struct FileReport {
     failed: bool,
     problems: Vec<Problem>,
     bytes: u64,
+    /// The manifest entry of a file read to the end.
+    manifest: Option<InputRecord>,
 }
 
 /// Runs a conversion. Problems with single inputs or records are in the summary; an error means
@@ -210,11 +219,15 @@ pub fn convert(
             }
         })
         .collect();
-    let inputs = discovery.inputs;
+    let output = prepare_output(&options.output, options.mode, &options.write.partitioning)?;
+    let selection = select_inputs(discovery.inputs, &output);
+    for changed in &selection.changed {
+        warn!("{changed}: changed since it was converted; converting it again (duplicates are dropped)");
+    }
+    let inputs = selection.inputs;
     let total_bytes = inputs.iter().map(Input::size).sum::<Option<u64>>();
     progress.start(inputs.len(), total_bytes);
 
-    let output = prepare_output(&options.output, options.overwrite, &options.write.partitioning)?;
     let run_id = output.run_id().to_string();
     let quarantine_dir = output.quarantine_staging_dir();
     let schema = Schema::builtin();
@@ -273,17 +286,21 @@ pub fn convert(
             (None, None) => quarantined.expect_err("checked above").into(),
         });
     }
-    output.commit(&written.files)?;
+    let mut reports = reports.into_inner().expect("threads joined");
+    let manifest: Vec<InputRecord> = reports.iter_mut().filter_map(|r| r.manifest.take()).collect();
+    output.commit(&written.files, manifest)?;
 
     let mut summary = ConvertSummary {
         output: options.output.clone(),
         run_id,
         schema_version: schema.version(),
         input_files: inputs.len(),
+        unchanged_inputs: selection.unchanged,
+        changed_inputs: selection.changed,
         ..ConvertSummary::default()
     };
     summary.problem_count = problems.len() as u64;
-    for report in reports.into_inner().expect("threads joined") {
+    for report in reports {
         summary.input_bytes += report.bytes;
         summary.events_read += report.events + report.quarantined;
         summary.quarantined_records += report.quarantined;
@@ -317,7 +334,8 @@ pub fn convert(
 }
 
 fn apply_write_summary(summary: &mut ConvertSummary, written: WriteSummary) {
-    summary.rows_written = written.rows;
+    summary.rows_written = written.files.iter().map(|f| f.rows).sum();
+    summary.duplicates_dropped = written.duplicates;
     summary.partitions = written.partitions;
     summary.files_written = written.files.len();
     summary.bytes_written = written.files.iter().map(|f| f.bytes).sum();
@@ -554,7 +572,80 @@ fn convert_input(
         return reading.report;
     }
     let items = reading.items;
+    if let Input::File(path) = input {
+        let digest = opened
+            .digest
+            .lock()
+            .map(|d| format!("{:032x}", d.digest128()))
+            .unwrap_or_default();
+        reading.report.manifest = manifest_entry(path).map(|mut entry| {
+            entry.hash = digest;
+            entry
+        });
+    }
     finish_report(reading.report, items)
+}
+
+/// The inputs a run converts, after `--incremental` has set aside those already converted.
+struct Selection {
+    inputs: Vec<Input>,
+    unchanged: u64,
+    changed: Vec<String>,
+}
+
+fn select_inputs(inputs: Vec<Input>, output: &OutputDir) -> Selection {
+    let converted = if output.mode() == OutputMode::Incremental {
+        output.converted_inputs()
+    } else {
+        Default::default()
+    };
+    let mut selection = Selection {
+        inputs: Vec::with_capacity(inputs.len()),
+        unchanged: 0,
+        changed: Vec::new(),
+    };
+    for input in inputs {
+        let Input::File(path) = &input else {
+            selection.inputs.push(input);
+            continue;
+        };
+        let Some(current) = manifest_entry(path) else {
+            selection.inputs.push(input);
+            continue;
+        };
+        match converted.get(&current.path) {
+            None => selection.inputs.push(input),
+            Some(before) if before.size == current.size && before.modified == current.modified => {
+                selection.unchanged += 1
+            }
+            Some(before) => match crate::read::file_digest(path) {
+                // Touched but not changed.
+                Ok(hash) if hash == before.hash => selection.unchanged += 1,
+                _ => {
+                    selection.changed.push(input.to_string());
+                    selection.inputs.push(input);
+                }
+            },
+        }
+    }
+    selection
+}
+
+/// Path (absolute), size and modification time of an input file; the hash is filled in later.
+fn manifest_entry(path: &std::path::Path) -> Option<InputRecord> {
+    let absolute = std::fs::canonicalize(path).ok()?;
+    let metadata = std::fs::metadata(&absolute).ok()?;
+    let modified = metadata
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos() as i128);
+    Some(InputRecord {
+        path: absolute.to_string_lossy().into_owned(),
+        size: metadata.len(),
+        modified,
+        hash: String::new(),
+    })
 }
 
 /// The error `Splitter::finish` would give, without consuming the splitter (its pending bytes

@@ -98,7 +98,7 @@ fn main() -> ExitCode {
     let summary = convert(&options, &NoProgress).expect("fixtures convert");
     assert_eq!(
         summary.rows_written,
-        2900 + 72,
+        2900 + 69,
         "the .slt expectations assume these fixtures"
     );
 

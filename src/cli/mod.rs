@@ -150,8 +150,14 @@ struct ConvertArgs {
     partition_by: Partitioning,
 
     /// Replace the keytrail dataset already in the output directory.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "incremental")]
     overwrite: bool,
+
+    /// Add to the dataset in the output directory: inputs an earlier run converted unchanged are
+    /// skipped (a manifest of path, size, modification time and content hash is kept in
+    /// _keytrail/runs/), and events already written are dropped as duplicates.
+    #[arg(long)]
+    incremental: bool,
 
     /// Stop at the first problem (bad record, unreadable input) with exit code 1 and commit
     /// nothing, instead of quarantining it and going on.
@@ -363,7 +369,11 @@ fn run_convert(args: ConvertArgs, quiet: bool) -> anyhow::Result<u8> {
     let options = ConvertOptions {
         inputs: args.inputs,
         output: args.output,
-        overwrite: args.overwrite,
+        mode: match (args.overwrite, args.incremental) {
+            (true, _) => crate::write::OutputMode::Overwrite,
+            (false, true) => crate::write::OutputMode::Incremental,
+            (false, false) => crate::write::OutputMode::Fresh,
+        },
         threads,
         batch_rows: 8192,
         strict: args.strict,

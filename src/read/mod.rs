@@ -10,7 +10,10 @@ use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
+use std::sync::{Arc, Mutex};
+
 use flate2::read::MultiGzDecoder;
+use xxhash_rust::xxh3::Xxh3;
 
 pub use discover::{Discovery, discover};
 
@@ -58,6 +61,38 @@ pub enum ReadError {
 pub struct Opened {
     pub reader: Box<dyn Read + Send>,
     pub gzip: bool,
+    /// xxh3-128 of the bytes read from the input as stored (before decompression).
+    pub digest: Arc<Mutex<Xxh3>>,
+}
+
+/// Hashes the bytes passing through.
+struct Hashing<R> {
+    inner: R,
+    digest: Arc<Mutex<Xxh3>>,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Ok(mut digest) = self.digest.lock() {
+            digest.update(&buf[..n]);
+        }
+        Ok(n)
+    }
+}
+
+/// The hex xxh3-128 digest of a whole file, as recorded in the incremental manifest.
+pub fn file_digest(path: &Path) -> io::Result<String> {
+    let mut file = File::open(path)?;
+    let mut digest = Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match file.read(&mut buf)? {
+            0 => break,
+            n => digest.update(&buf[..n]),
+        }
+    }
+    Ok(format!("{:032x}", digest.digest128()))
 }
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
@@ -87,7 +122,12 @@ fn open_file(path: &Path) -> io::Result<File> {
 
 /// Wraps `raw` in a gzip decoder when it starts with the gzip magic bytes.
 pub fn sniff(raw: Box<dyn Read + Send>) -> io::Result<Opened> {
-    let mut reader = BufReader::with_capacity(256 * 1024, raw);
+    let digest = Arc::new(Mutex::new(Xxh3::new()));
+    let hashing = Hashing {
+        inner: raw,
+        digest: digest.clone(),
+    };
+    let mut reader = BufReader::with_capacity(256 * 1024, hashing);
     let head = io::BufRead::fill_buf(&mut reader)?;
     let gzip = head.starts_with(&GZIP_MAGIC);
     let reader: Box<dyn Read + Send> = if gzip {
@@ -96,5 +136,5 @@ pub fn sniff(raw: Box<dyn Read + Send>) -> io::Result<Opened> {
     } else {
         Box::new(reader)
     };
-    Ok(Opened { reader, gzip })
+    Ok(Opened { reader, gzip, digest })
 }

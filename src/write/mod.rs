@@ -28,7 +28,7 @@ use arrow::ipc::reader::FileReader;
 use arrow::ipc::writer::FileWriter;
 use tracing::{debug, info_span};
 
-pub use output::{DatasetMarker, OutputDir, prepare_output};
+pub use output::{DatasetMarker, InputRecord, OutputDir, OutputMode, prepare_output};
 pub use partition::{PartitionKey, Partitioning};
 
 /// Errors writing the dataset. Each names the path involved.
@@ -102,6 +102,8 @@ pub struct WriteSummary {
     pub partitions: usize,
     pub files: Vec<WrittenFile>,
     pub spilled_runs: usize,
+    /// Rows dropped as copies of an event already written.
+    pub duplicates: u64,
 }
 
 #[derive(Default)]
@@ -231,6 +233,7 @@ impl DatasetWriter {
         } = self;
         let partitions: Vec<(String, PartitionBuffer)> = partitions.into_iter().collect();
         let next = AtomicUsize::new(0);
+        let duplicates = std::sync::atomic::AtomicU64::new(0);
         let written = Mutex::new(Vec::new());
         let first_error = Mutex::new(None);
         let work = Mutex::new(partitions.into_iter().map(Some).collect::<Vec<_>>());
@@ -247,10 +250,13 @@ impl DatasetWriter {
                             break;
                         };
                         match write_partition(&output, &schema, &options, &path, buffer) {
-                            Ok(files) => written
-                                .lock()
-                                .expect("no thread panics while holding it")
-                                .extend(files),
+                            Ok((files, dropped)) => {
+                                duplicates.fetch_add(dropped, Ordering::Relaxed);
+                                written
+                                    .lock()
+                                    .expect("no thread panics while holding it")
+                                    .extend(files)
+                            }
                             Err(e) => {
                                 first_error
                                     .lock()
@@ -279,6 +285,7 @@ impl DatasetWriter {
                 partitions: partition_count,
                 files,
                 spilled_runs: spills,
+                duplicates: duplicates.into_inner(),
             },
         ))
     }
@@ -312,8 +319,14 @@ impl SortedRows {
                 }),
             })
         };
-        let indices = lexsort_to_indices(&[key("event_time")?, key("event_id")?], None)
-            .map_err(arrow_error(context))?;
+        let indices = lexsort_to_indices(
+            &SORT_COLUMNS
+                .iter()
+                .map(|name| key(name))
+                .collect::<Result<Vec<_>, _>>()?,
+            None,
+        )
+        .map_err(arrow_error(context))?;
         let mut starts = Vec::with_capacity(batches.len());
         let mut total = 0;
         for batch in &batches {
@@ -360,26 +373,133 @@ struct Cursor {
 }
 
 impl Cursor {
-    fn key(&self) -> (i64, Option<&str>) {
-        let times = self.batch.column(0).as_primitive::<TimestampMicrosecondType>();
-        let ids = self
-            .batch
-            .column_by_name("event_id")
-            .expect("event_id exists")
-            .as_string::<i32>();
-        let id = (!ids.is_null(self.row)).then(|| ids.value(self.row));
-        (times.value(self.row), id)
+    fn key(&self) -> SortKey<'_> {
+        row_key(&self.batch, self.row)
     }
 }
 
-fn cmp_keys(a: (i64, Option<&str>), b: (i64, Option<&str>)) -> std::cmp::Ordering {
-    // Same order as SortedRows: nulls last.
-    a.0.cmp(&b.0).then_with(|| match (a.1, b.1) {
-        (Some(x), Some(y)) => x.cmp(y),
-        (Some(_), None) => std::cmp::Ordering::Less,
-        (None, Some(_)) => std::cmp::Ordering::Greater,
-        (None, None) => std::cmp::Ordering::Equal,
+/// The order of every output file, nulls last. The first four columns identify an event, so
+/// copies of one event sort next to each other (that is how duplicates are found); the rest only
+/// break ties, so that which copy is kept never depends on the order inputs were read in.
+const SORT_COLUMNS: [&str; 7] = [
+    "event_time",
+    "event_id",
+    "recipient_account_id",
+    "event_name",
+    "error_code",
+    "request_parameters",
+    "response_elements",
+];
+
+/// A row's values of [`SORT_COLUMNS`]: the time, then the text columns.
+struct SortKey<'a> {
+    time: i64,
+    text: [Option<&'a str>; 6],
+}
+
+fn row_key(batch: &RecordBatch, row: usize) -> SortKey<'_> {
+    let text = |name: &str| {
+        let values = batch
+            .column_by_name(name)
+            .expect("sort columns exist")
+            .as_string::<i32>();
+        (!values.is_null(row)).then(|| values.value(row))
+    };
+    let times = batch.column(0).as_primitive::<TimestampMicrosecondType>();
+    SortKey {
+        time: times.value(row),
+        text: std::array::from_fn(|i| text(SORT_COLUMNS[i + 1])),
+    }
+}
+
+fn cmp_keys(a: SortKey<'_>, b: SortKey<'_>) -> std::cmp::Ordering {
+    fn nulls_last(x: Option<&str>, y: Option<&str>) -> std::cmp::Ordering {
+        match (x, y) {
+            (Some(x), Some(y)) => x.cmp(y),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
+        }
+    }
+    a.time.cmp(&b.time).then_with(|| {
+        a.text
+            .iter()
+            .zip(&b.text)
+            .map(|(x, y)| nulls_last(*x, *y))
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
     })
+}
+
+/// An event's identity: `(event_time, event_id, recipient_account_id, event_name)`. CloudTrail's
+/// duplicates are re-deliveries of one event, so they agree on all four; requiring time and name
+/// as well as the id keeps hand-written examples that reuse an id apart.
+type Identity = (i64, String, Option<String>, Option<String>);
+
+fn identity(key: SortKey<'_>) -> Option<Identity> {
+    let [id, account, name, ..] = key.text;
+    Some((
+        key.time,
+        id?.to_string(),
+        account.map(str::to_string),
+        name.map(str::to_string),
+    ))
+}
+
+/// Drops rows whose identity was already written: earlier in this partition (adjacent, thanks to
+/// the sort order) or, incrementally, by an earlier run.
+struct Dedup {
+    previous: Option<Identity>,
+    committed: std::collections::HashSet<Identity>,
+    dropped: u64,
+}
+
+impl Dedup {
+    fn new(existing_files: &[PathBuf]) -> Result<Dedup, WriteError> {
+        let mut committed = std::collections::HashSet::new();
+        for path in existing_files {
+            let file = File::open(path).map_err(io_error(path))?;
+            let parquet_error = |source| WriteError::Parquet {
+                path: path.clone(),
+                source,
+            };
+            let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                .map_err(parquet_error)?;
+            let wanted: Vec<usize> = SORT_COLUMNS
+                .iter()
+                .filter_map(|name| builder.schema().index_of(name).ok())
+                .collect();
+            let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), wanted);
+            for batch in builder.with_projection(mask).build().map_err(parquet_error)? {
+                let batch = batch.map_err(arrow_error("reading committed event ids"))?;
+                committed.extend((0..batch.num_rows()).filter_map(|row| identity(row_key(&batch, row))));
+            }
+        }
+        Ok(Dedup {
+            previous: None,
+            committed,
+            dropped: 0,
+        })
+    }
+
+    fn filter(&mut self, batch: &RecordBatch) -> Result<RecordBatch, WriteError> {
+        let mut keep = Vec::with_capacity(batch.num_rows());
+        for row in 0..batch.num_rows() {
+            let Some(current) = identity(row_key(batch, row)) else {
+                keep.push(true);
+                continue;
+            };
+            let duplicate = self.previous.as_ref() == Some(&current) || self.committed.contains(&current);
+            self.previous = Some(current);
+            keep.push(!duplicate);
+            self.dropped += u64::from(duplicate);
+        }
+        if keep.iter().all(|k| *k) {
+            return Ok(batch.clone());
+        }
+        arrow::compute::filter_record_batch(batch, &arrow::array::BooleanArray::from(keep))
+            .map_err(arrow_error("dropping duplicates"))
+    }
 }
 
 fn write_partition(
@@ -388,7 +508,7 @@ fn write_partition(
     options: &WriteOptions,
     partition: &str,
     buffer: PartitionBuffer,
-) -> Result<Vec<WrittenFile>, WriteError> {
+) -> Result<(Vec<WrittenFile>, u64), WriteError> {
     let _span = info_span!("write_partition", partition).entered();
     let mut runs: Vec<Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>> + Send>> = Vec::new();
     if !buffer.batches.is_empty() {
@@ -400,23 +520,25 @@ fn write_partition(
         runs.push(Box::new(reader));
     }
     let mut sink = parquet_file::RollingWriter::new(output, schema, options, partition);
+    let mut dedup = Dedup::new(&output.existing_files(partition))?;
+    let mut write = |batch: &RecordBatch| sink.write(&dedup.filter(batch)?);
     if runs.len() == 1 {
         for batch in runs.pop().into_iter().flatten() {
-            sink.write(&batch.map_err(arrow_error("reading a sorted run"))?)?;
+            write(&batch.map_err(arrow_error("reading a sorted run"))?)?;
         }
     } else {
-        merge_runs(runs, &mut sink)?;
+        merge_runs(runs, &mut write)?;
     }
     for run in &buffer.runs {
         fs::remove_file(run).map_err(io_error(run))?;
     }
-    sink.finish()
+    Ok((sink.finish()?, dedup.dropped))
 }
 
 /// k-way merge of sorted runs into the sink, in `MERGE_BATCH_ROWS` chunks.
 fn merge_runs(
     runs: Vec<Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>> + Send>>,
-    sink: &mut parquet_file::RollingWriter<'_>,
+    sink: &mut dyn FnMut(&RecordBatch) -> Result<(), WriteError>,
 ) -> Result<(), WriteError> {
     let context = "merging sorted runs";
     let mut cursors = Vec::new();
@@ -458,7 +580,7 @@ fn merge_runs(
         }
         if indices.len() == MERGE_BATCH_ROWS {
             let refs: Vec<&RecordBatch> = chunk_batches.iter().collect();
-            sink.write(&interleave_record_batch(&refs, &indices).map_err(arrow_error(context))?)?;
+            sink(&interleave_record_batch(&refs, &indices).map_err(arrow_error(context))?)?;
             indices.clear();
             chunk_batches = cursors.iter().map(|c| c.batch.clone()).collect();
             slot = (0..cursors.len()).collect();
@@ -466,7 +588,7 @@ fn merge_runs(
     }
     if !indices.is_empty() {
         let refs: Vec<&RecordBatch> = chunk_batches.iter().collect();
-        sink.write(&interleave_record_batch(&refs, &indices).map_err(arrow_error(context))?)?;
+        sink(&interleave_record_batch(&refs, &indices).map_err(arrow_error(context))?)?;
     }
     Ok(())
 }

@@ -1,5 +1,13 @@
-//! The output directory: refusing to mix runs, staging, and committing files into place.
+//! The output directory: refusing to mix runs, staging, a crash-safe commit, and the manifest of
+//! converted inputs.
+//!
+//! A run writes everything under a hidden staging directory. To commit, it first records its
+//! intent (`_keytrail/runs/<run>.json`, state `committing`: the files it will move in and the
+//! runs it replaces), then renames the files into place, then marks the record `committed`.
+//! A run killed at any point is finished by the next one: a `committing` record is rolled
+//! forward (its staged files are still there); a staging area without one is discarded.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -26,12 +34,48 @@ pub struct DatasetMarker {
     pub writer: String,
 }
 
-/// `_keytrail/runs/<run>.json`: the files one run committed.
+/// How a run treats a directory that already holds a dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputMode {
+    /// Only an empty (or new) directory is accepted.
+    Fresh,
+    /// The existing dataset is replaced when this run commits.
+    Overwrite,
+    /// This run adds to the existing dataset, skipping inputs already converted.
+    Incremental,
+}
+
+/// An input a run converted, as recorded in the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputRecord {
+    pub path: String,
+    pub size: u64,
+    /// Modification time, nanoseconds since the epoch.
+    pub modified: Option<i128>,
+    /// xxh3-128 of the input's bytes as stored (compressed or not), hex.
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum RunState {
+    Committing,
+    Committed,
+}
+
+/// `_keytrail/runs/<run>.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct RunRecord {
     run_id: String,
+    state: RunState,
+    /// Parquet files, relative to the dataset root.
     files: Vec<String>,
     rows: u64,
+    /// Runs whose files this run replaces (`--overwrite`).
+    #[serde(default)]
+    replaces_runs: Vec<String>,
+    #[serde(default)]
+    inputs: Vec<InputRecord>,
 }
 
 /// An output directory prepared for one run.
@@ -40,48 +84,150 @@ pub struct OutputDir {
     root: PathBuf,
     run_id: String,
     staging: PathBuf,
-    replaces: Vec<PathBuf>,
+    mode: OutputMode,
     marker: DatasetMarker,
+    /// Committed runs found at start.
+    previous: Vec<RunRecord>,
 }
 
-/// Checks and prepares `root` for a new run.
+/// Checks and prepares `root` for a new run (finishing or discarding what a killed run left).
 ///
-/// An empty or missing directory is used as is. A directory holding a keytrail dataset is only
-/// replaced with `overwrite` (its files are deleted when the new ones are committed, not before).
-/// Any other non-empty directory is refused, so a run never mixes with, or deletes, foreign files.
+/// A directory holding a keytrail dataset is refused in [`OutputMode::Fresh`]; any other
+/// non-empty directory is always refused, so a run never mixes with, or deletes, foreign files.
 pub fn prepare_output(
     root: &Path,
-    overwrite: bool,
+    mode: OutputMode,
     partitioning: &Partitioning,
 ) -> Result<OutputDir, WriteError> {
     fs::create_dir_all(root).map_err(io_error(root))?;
+    recover(root)?;
     let meta = root.join(META_DIR);
-    let mut replaces = Vec::new();
-    let entries: Vec<_> = fs::read_dir(root)
+    let previous = committed_runs(root)?;
+    let foreign: Vec<_> = fs::read_dir(root)
         .map_err(io_error(root))?
         .filter_map(Result::ok)
-        .filter(|e| !e.file_name().to_string_lossy().starts_with(STAGING_PREFIX))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name != META_DIR)
         .collect();
-    if !entries.is_empty() {
-        if !meta.join(MARKER_FILE).is_file() {
-            return Err(WriteError::Refused(format!(
-                "{}: the output directory is not empty and holds no keytrail dataset; \
-                 choose a new or empty directory",
-                root.display()
-            )));
-        }
-        let previous = previous_files(root)?;
-        if !overwrite {
-            return Err(WriteError::Refused(format!(
-                "{}: the output directory already holds a keytrail dataset ({} files); \
-                 pass --overwrite to replace it",
-                root.display(),
-                previous.len()
-            )));
-        }
-        replaces = previous;
+    let has_marker = meta.join(MARKER_FILE).is_file();
+    if !has_marker && !foreign.is_empty() {
+        return Err(WriteError::Refused(format!(
+            "{}: the output directory is not empty and holds no keytrail dataset; \
+             choose a new or empty directory",
+            root.display()
+        )));
     }
-    // Staging areas left by runs that were killed are never committed: remove them.
+    let schema = Schema::builtin();
+    let marker = DatasetMarker {
+        schema: schema.name().to_string(),
+        schema_version: schema.version(),
+        partition_by: partitioning
+            .keys()
+            .iter()
+            .map(|k| k.column_name().to_string())
+            .collect(),
+        writer: format!("keytrail {}", env!("CARGO_PKG_VERSION")),
+    };
+    if !previous.is_empty() {
+        let files: usize = previous.iter().map(|r| r.files.len()).sum();
+        match mode {
+            OutputMode::Fresh => {
+                return Err(WriteError::Refused(format!(
+                    "{}: the output directory already holds a keytrail dataset ({files} files); \
+                     pass --incremental to add to it or --overwrite to replace it",
+                    root.display()
+                )));
+            }
+            OutputMode::Incremental => {
+                let existing = read_marker(root)?;
+                if existing.partition_by != marker.partition_by
+                    || existing.schema_version != marker.schema_version
+                {
+                    return Err(WriteError::Refused(format!(
+                        "{}: the dataset is partitioned by [{}] with schema version {}; this run would write [{}] \
+                         with version {}: use the same --partition-by, or --overwrite",
+                        root.display(),
+                        existing.partition_by.join(","),
+                        existing.schema_version,
+                        marker.partition_by.join(","),
+                        marker.schema_version
+                    )));
+                }
+            }
+            OutputMode::Overwrite => {}
+        }
+    }
+    let run_id = new_run_id();
+    let staging = root.join(format!("{STAGING_PREFIX}{run_id}"));
+    let spill = staging.join("_spill");
+    fs::create_dir_all(&spill).map_err(io_error(&spill))?;
+    if previous.is_empty() || mode == OutputMode::Overwrite {
+        // The directory is a keytrail dataset from the start, so an interrupted first run is
+        // recognised (and cleaned up) by the next one.
+        fs::create_dir_all(root.join(META_DIR)).map_err(io_error(&meta))?;
+        if previous.is_empty() {
+            write_json_atomically(&meta.join(MARKER_FILE), &marker)?;
+        }
+    }
+    Ok(OutputDir {
+        root: root.to_path_buf(),
+        run_id,
+        staging,
+        mode,
+        marker,
+        previous,
+    })
+}
+
+fn read_marker(root: &Path) -> Result<DatasetMarker, WriteError> {
+    let path = root.join(META_DIR).join(MARKER_FILE);
+    let text = fs::read_to_string(&path).map_err(io_error(&path))?;
+    serde_json::from_str(&text).map_err(|e| WriteError::Io {
+        path,
+        source: std::io::Error::other(e),
+    })
+}
+
+fn run_records(root: &Path) -> Result<Vec<RunRecord>, WriteError> {
+    let runs = root.join(META_DIR).join(RUNS_DIR);
+    let mut records = Vec::new();
+    if !runs.is_dir() {
+        return Ok(records);
+    }
+    for entry in fs::read_dir(&runs)
+        .map_err(io_error(&runs))?
+        .filter_map(Result::ok)
+    {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let text = fs::read_to_string(&path).map_err(io_error(&path))?;
+        let record: RunRecord = serde_json::from_str(&text).map_err(|e| WriteError::Io {
+            path: path.clone(),
+            source: std::io::Error::other(format!("unreadable run record: {e}")),
+        })?;
+        records.push(record);
+    }
+    records.sort_by(|a, b| a.run_id.cmp(&b.run_id));
+    Ok(records)
+}
+
+fn committed_runs(root: &Path) -> Result<Vec<RunRecord>, WriteError> {
+    Ok(run_records(root)?
+        .into_iter()
+        .filter(|r| r.state == RunState::Committed)
+        .collect())
+}
+
+/// Rolls forward commits that were interrupted, then removes staging areas nothing refers to.
+fn recover(root: &Path) -> Result<(), WriteError> {
+    for record in run_records(root)? {
+        if record.state == RunState::Committing {
+            info!(run = %record.run_id, "finishing the commit of an interrupted run");
+            apply_commit(root, &record)?;
+        }
+    }
     for entry in fs::read_dir(root).map_err(io_error(root))?.filter_map(Result::ok) {
         if entry.file_name().to_string_lossy().starts_with(STAGING_PREFIX) {
             let path = entry.path();
@@ -89,48 +235,66 @@ pub fn prepare_output(
             fs::remove_dir_all(&path).map_err(io_error(&path))?;
         }
     }
-    let run_id = new_run_id();
-    let staging = root.join(format!("{STAGING_PREFIX}{run_id}"));
-    let spill = staging.join("_spill");
-    fs::create_dir_all(&spill).map_err(io_error(&spill))?;
-    let schema = Schema::builtin();
-    Ok(OutputDir {
-        root: root.to_path_buf(),
-        run_id,
-        staging,
-        replaces,
-        marker: DatasetMarker {
-            schema: schema.name().to_string(),
-            schema_version: schema.version(),
-            partition_by: partitioning
-                .keys()
-                .iter()
-                .map(|k| k.column_name().to_string())
-                .collect(),
-            writer: format!("keytrail {}", env!("CARGO_PKG_VERSION")),
-        },
-    })
+    Ok(())
 }
 
-fn previous_files(root: &Path) -> Result<Vec<PathBuf>, WriteError> {
-    let runs = root.join(META_DIR).join(RUNS_DIR);
-    let mut files = Vec::new();
-    if !runs.is_dir() {
-        return Ok(files);
+/// Makes a `committing` record true: idempotent, so it can be repeated after a crash.
+fn apply_commit(root: &Path, record: &RunRecord) -> Result<(), WriteError> {
+    let meta = root.join(META_DIR);
+    let staging = root.join(format!("{STAGING_PREFIX}{}", record.run_id));
+    for old_run in &record.replaces_runs {
+        let old_path = meta.join(RUNS_DIR).join(format!("{old_run}.json"));
+        if let Ok(text) = fs::read_to_string(&old_path)
+            && let Ok(old) = serde_json::from_str::<RunRecord>(&text)
+        {
+            for file in &old.files {
+                let path = root.join(file);
+                match fs::remove_file(&path) {
+                    Ok(()) => remove_empty_parents(&path, root),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_error(&path)(e)),
+                }
+            }
+        }
+        let old_quarantine = meta.join(QUARANTINE_DIR).join(old_run);
+        if old_quarantine.is_dir() {
+            fs::remove_dir_all(&old_quarantine).map_err(io_error(&old_quarantine))?;
+        }
+        match fs::remove_file(&old_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error(&old_path)(e)),
+        }
     }
-    for entry in fs::read_dir(&runs)
-        .map_err(io_error(&runs))?
-        .filter_map(Result::ok)
-    {
-        let path = entry.path();
-        let text = fs::read_to_string(&path).map_err(io_error(&path))?;
-        let record: RunRecord = serde_json::from_str(&text).map_err(|e| WriteError::Io {
-            path: path.clone(),
-            source: std::io::Error::other(e),
-        })?;
-        files.extend(record.files.iter().map(|f| root.join(f)));
+    for file in &record.files {
+        let from = staging.join(file);
+        let to = root.join(file);
+        if !from.exists() && to.exists() {
+            continue; // moved before the interruption
+        }
+        if let Some(parent) = to.parent() {
+            fs::create_dir_all(parent).map_err(io_error(parent))?;
+        }
+        fs::rename(&from, &to).map_err(io_error(&to))?;
+        debug!(file = %to.display(), "committed");
     }
-    Ok(files)
+    let staged_quarantine = staging.join("_quarantine");
+    if staged_quarantine.is_dir() {
+        let quarantines = meta.join(QUARANTINE_DIR);
+        fs::create_dir_all(&quarantines).map_err(io_error(&quarantines))?;
+        let to = quarantines.join(&record.run_id);
+        fs::rename(&staged_quarantine, &to).map_err(io_error(&to))?;
+    }
+    let mut done = record.clone();
+    done.state = RunState::Committed;
+    write_json_atomically(
+        &meta.join(RUNS_DIR).join(format!("{}.json", record.run_id)),
+        &done,
+    )?;
+    if staging.is_dir() {
+        fs::remove_dir_all(&staging).map_err(io_error(&staging))?;
+    }
+    Ok(())
 }
 
 fn new_run_id() -> String {
@@ -148,6 +312,10 @@ impl OutputDir {
         &self.run_id
     }
 
+    pub fn mode(&self) -> OutputMode {
+        self.mode
+    }
+
     pub(crate) fn staging_dir(&self) -> &Path {
         &self.staging
     }
@@ -161,50 +329,49 @@ impl OutputDir {
         self.staging.join("_quarantine")
     }
 
-    /// Moves the staged files (and quarantine) into place and records the run.
-    pub fn commit(&self, files: &[WrittenFile]) -> Result<(), WriteError> {
-        for old in &self.replaces {
-            match fs::remove_file(old) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_error(old)(e)),
-            }
-            remove_empty_parents(old, &self.root);
+    /// Inputs converted by earlier runs, by path (for `--incremental`).
+    pub fn converted_inputs(&self) -> BTreeMap<String, InputRecord> {
+        self.previous
+            .iter()
+            .flat_map(|r| r.inputs.iter().map(|i| (i.path.clone(), i.clone())))
+            .collect()
+    }
+
+    /// Committed files of a partition that this run adds to (none unless incremental).
+    pub(crate) fn existing_files(&self, partition: &str) -> Vec<PathBuf> {
+        if self.mode != OutputMode::Incremental {
+            return Vec::new();
         }
-        let runs = self.root.join(META_DIR).join(RUNS_DIR);
-        let quarantines = self.root.join(META_DIR).join(QUARANTINE_DIR);
-        if !self.replaces.is_empty() {
-            for dir in [&runs, &quarantines] {
-                if dir.is_dir() {
-                    fs::remove_dir_all(dir).map_err(io_error(dir))?;
-                }
-            }
-        }
-        let staged_quarantine = self.quarantine_staging_dir();
-        if staged_quarantine.is_dir() {
-            fs::create_dir_all(&quarantines).map_err(io_error(&quarantines))?;
-            let to = quarantines.join(&self.run_id);
-            fs::rename(&staged_quarantine, &to).map_err(io_error(&to))?;
-        }
-        for file in files {
-            let from = self.staging.join(&file.path);
-            let to = self.root.join(&file.path);
-            if let Some(parent) = to.parent() {
-                fs::create_dir_all(parent).map_err(io_error(parent))?;
-            }
-            fs::rename(&from, &to).map_err(io_error(&to))?;
-            debug!(file = %to.display(), "committed");
-        }
+        self.previous
+            .iter()
+            .flat_map(|r| r.files.iter())
+            .filter(|f| Path::new(f).parent().map(|p| p.to_string_lossy()) == Some(partition.into()))
+            .map(|f| self.root.join(f))
+            .collect()
+    }
+
+    /// Moves the staged files (and quarantine) into place and records the run and its inputs.
+    pub fn commit(&self, files: &[WrittenFile], inputs: Vec<InputRecord>) -> Result<(), WriteError> {
+        let meta = self.root.join(META_DIR);
+        let runs = meta.join(RUNS_DIR);
         fs::create_dir_all(&runs).map_err(io_error(&runs))?;
-        write_json_atomically(&self.root.join(META_DIR).join(MARKER_FILE), &self.marker)?;
+        if self.mode == OutputMode::Overwrite {
+            write_json_atomically(&meta.join(MARKER_FILE), &self.marker)?;
+        }
         let record = RunRecord {
             run_id: self.run_id.clone(),
+            state: RunState::Committing,
             files: files.iter().map(|f| f.path.clone()).collect(),
             rows: files.iter().map(|f| f.rows).sum(),
+            replaces_runs: if self.mode == OutputMode::Overwrite {
+                self.previous.iter().map(|r| r.run_id.clone()).collect()
+            } else {
+                Vec::new()
+            },
+            inputs,
         };
         write_json_atomically(&runs.join(format!("{}.json", self.run_id)), &record)?;
-        fs::remove_dir_all(&self.staging).map_err(io_error(&self.staging))?;
-        Ok(())
+        apply_commit(&self.root, &record)
     }
 
     /// Removes the staging area of a run that failed.
@@ -229,6 +396,11 @@ fn write_json_atomically<T: Serialize>(path: &Path, value: &T) -> Result<(), Wri
         path: path.to_path_buf(),
         source: std::io::Error::other(e),
     })?;
-    fs::write(&tmp, text).map_err(io_error(&tmp))?;
+    {
+        use std::io::Write;
+        let mut file = fs::File::create(&tmp).map_err(io_error(&tmp))?;
+        file.write_all(text.as_bytes()).map_err(io_error(&tmp))?;
+        file.sync_all().map_err(io_error(&tmp))?;
+    }
     fs::rename(&tmp, path).map_err(io_error(path))
 }
