@@ -277,6 +277,7 @@ fn apply_commit(root: &Path, record: &RunRecord) -> Result<(), WriteError> {
         }
         fs::rename(&from, &to).map_err(io_error(&to))?;
         debug!(file = %to.display(), "committed");
+        crash_point("after-first-rename");
     }
     let staged_quarantine = staging.join("_quarantine");
     if staged_quarantine.is_dir() {
@@ -295,6 +296,14 @@ fn apply_commit(root: &Path, record: &RunRecord) -> Result<(), WriteError> {
         fs::remove_dir_all(&staging).map_err(io_error(&staging))?;
     }
     Ok(())
+}
+
+/// Testing aid: `KEYTRAIL_CRASH_POINT=<name>` aborts the process at that point of a commit, so
+/// tests can check that the next run finishes the interrupted one.
+fn crash_point(name: &str) {
+    if std::env::var_os("KEYTRAIL_CRASH_POINT").is_some_and(|v| v == name) {
+        std::process::abort();
+    }
 }
 
 fn new_run_id() -> String {
@@ -371,6 +380,7 @@ impl OutputDir {
             inputs,
         };
         write_json_atomically(&runs.join(format!("{}.json", self.run_id)), &record)?;
+        crash_point("after-commit-record");
         apply_commit(&self.root, &record)
     }
 

@@ -1,0 +1,177 @@
+//! Incremental runs, duplicates across runs, changed inputs, and runs killed at any moment.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use keytrail::convert::{ConvertOptions, ConvertSummary, NoProgress, convert};
+use keytrail::synth::{GenOptions, generate};
+use keytrail::write::OutputMode;
+
+fn generate_logs(dir: &Path, events: u64, seed: u64) {
+    let options = GenOptions {
+        events,
+        seed,
+        records_per_file: 500,
+    };
+    generate(dir, &options).unwrap();
+}
+
+fn run(logs: &Path, out: &Path, mode: OutputMode) -> ConvertSummary {
+    let mut options = ConvertOptions::new(vec![logs.to_string_lossy().into_owned()], out);
+    options.mode = mode;
+    options.threads = 2;
+    convert(&options, &NoProgress).unwrap()
+}
+
+/// Every event id in the dataset with how often it appears.
+fn event_ids(out: &Path) -> BTreeMap<String, usize> {
+    let mut ids = BTreeMap::new();
+    if parquet_files(out).is_empty() {
+        return ids;
+    }
+    for id in strings(&read_all(out), "event_id").into_iter().flatten() {
+        *ids.entry(id).or_default() += 1;
+    }
+    ids
+}
+
+#[test]
+fn incremental_runs_convert_only_new_inputs_and_drop_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    let out = dir.path().join("out");
+    generate_logs(&logs, 3000, 1);
+
+    let first = run(&logs, &out, OutputMode::Incremental);
+    assert_eq!((first.input_files, first.rows_written), (6, 3000));
+
+    // Nothing new: every input is skipped, nothing is written.
+    let second = run(&logs, &out, OutputMode::Incremental);
+    assert_eq!(
+        (second.unchanged_inputs, second.input_files, second.rows_written),
+        (6, 0, 0)
+    );
+
+    // New deliveries arrive: only they are converted.
+    generate_logs(&logs.join("more"), 1000, 2);
+    let third = run(&logs, &out, OutputMode::Incremental);
+    assert_eq!(
+        (third.unchanged_inputs, third.input_files, third.rows_written),
+        (6, 2, 1000)
+    );
+
+    // CloudTrail delivers a file twice under another name: every event is a duplicate.
+    let original = parquet_files(&logs).is_empty(); // (no parquet among the logs)
+    assert!(original);
+    let first_log = walkdir::WalkDir::new(&logs)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_map(Result::ok)
+        .find(|e| e.path().extension().is_some_and(|x| x == "gz"))
+        .unwrap()
+        .into_path();
+    std::fs::copy(&first_log, logs.join("redelivered.json.gz")).unwrap();
+    let fourth = run(&logs, &out, OutputMode::Incremental);
+    assert_eq!(
+        (fourth.input_files, fourth.rows_written, fourth.duplicates_dropped),
+        (1, 0, 500)
+    );
+
+    // A converted file changes: it is reported and converted again; only its new event is added.
+    let bytes = std::fs::read(&first_log).unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(bytes.as_slice()), &mut text).unwrap();
+    let extra = r#"{"eventVersion":"1.10","eventTime":"2025-01-01T00:01:00Z","eventSource":"kms.amazonaws.com","eventName":"Decrypt","awsRegion":"us-east-1","eventID":"late-arrival","recipientAccountId":"111122223333"},"#;
+    let changed = text.replacen("{\"Records\":[", &format!("{{\"Records\":[{extra}"), 1);
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut encoder, changed.as_bytes()).unwrap();
+    std::fs::write(&first_log, encoder.finish().unwrap()).unwrap();
+    let fifth = run(&logs, &out, OutputMode::Incremental);
+    assert_eq!(fifth.changed_inputs.len(), 1);
+    assert_eq!((fifth.rows_written, fifth.duplicates_dropped), (1, 500));
+
+    let ids = event_ids(&out);
+    assert_eq!(ids.len(), 4001);
+    assert!(ids.values().all(|n| *n == 1), "no event is doubled");
+    // Accounting over all runs.
+    for s in [&first, &second, &third, &fourth, &fifth] {
+        assert_eq!(
+            s.events_read,
+            s.rows_written + s.quarantined_records + s.duplicates_dropped
+        );
+    }
+}
+
+#[test]
+fn incremental_refuses_a_different_partitioning() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    run(Path::new(&data("invictus")), &out, OutputMode::Incremental);
+    let mut options = ConvertOptions::new(vec![data("invictus")], &out);
+    options.mode = OutputMode::Incremental;
+    options.write.partitioning =
+        keytrail::write::Partitioning::new(vec![keytrail::write::PartitionKey::Account]).unwrap();
+    let error = convert(&options, &NoProgress).unwrap_err().to_string();
+    assert!(error.contains("partitioned by [region,event_date]"), "{error}");
+}
+
+fn keytrail(logs: &Path, out: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_keytrail"));
+    command
+        .args(["convert", "--incremental", "--progress", "off", "-q", "-o"])
+        .arg(out)
+        .arg(logs)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
+#[test]
+fn a_run_killed_at_any_moment_then_rerun_ends_with_exactly_the_same_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    generate_logs(&logs, 20_000, 7);
+    let reference = dir.path().join("reference");
+    run(&logs, &reference, OutputMode::Fresh);
+    let expected = event_ids(&reference);
+    assert_eq!(expected.len(), 20_000);
+
+    // Crashes at the two most delicate moments of a commit.
+    for point in ["after-commit-record", "after-first-rename"] {
+        let out = dir.path().join(format!("crash-{point}"));
+        let status = keytrail(&logs, &out)
+            .env("KEYTRAIL_CRASH_POINT", point)
+            .status()
+            .unwrap();
+        assert!(!status.success(), "{point}: the run aborted");
+        assert!(keytrail(&logs, &out).status().unwrap().success());
+        assert_eq!(event_ids(&out), expected, "{point}");
+    }
+
+    // SIGKILL at many moments of a run, each followed by a rerun that is killed again, until one
+    // finishes: the result is always the same rows, none missing, none doubled.
+    let out = dir.path().join("killed");
+    for delay_ms in [5u64, 40, 90, 160, 250, 400, 650] {
+        let mut child = keytrail(&logs, &out).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        // Whatever was committed so far is complete and readable, never doubled.
+        let partial = event_ids(&out);
+        assert!(partial.values().all(|n| *n == 1), "after a kill at {delay_ms} ms");
+        assert!(partial.keys().all(|id| expected.contains_key(id)));
+    }
+    assert!(keytrail(&logs, &out).status().unwrap().success());
+    assert_eq!(event_ids(&out), expected);
+    let leftovers: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".keytrail-staging-"))
+        .collect();
+    assert!(leftovers.is_empty(), "staging areas are cleaned up");
+}
