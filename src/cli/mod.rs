@@ -50,8 +50,41 @@ enum Command {
     /// Query a converted dataset with SQL: one-shot, from a file, a named KMS investigation, or
     /// an interactive shell.
     Sql(SqlArgs),
+    /// Print table definitions generated from the schema: Athena or Spark DDL, the Arrow schema,
+    /// or the Markdown column table.
+    Schema(SchemaArgs),
     /// Write a synthetic CloudTrail delivery tree (mostly KMS events) for benchmarks.
     Gen(GenArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SchemaFormat {
+    Arrow,
+    Athena,
+    Spark,
+    Markdown,
+}
+
+#[derive(Debug, Args)]
+struct SchemaArgs {
+    #[arg(long, value_enum, default_value = "athena")]
+    format: SchemaFormat,
+
+    /// Where the dataset lives (s3://bucket/prefix/ for Athena, a path or URL for Spark).
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "s3://your-bucket/cloudtrail-parquet/"
+    )]
+    location: String,
+
+    /// Table name in the DDL.
+    #[arg(long, value_name = "NAME", default_value = "cloudtrail_events")]
+    table: String,
+
+    /// The partition keys the dataset was converted with.
+    #[arg(short, long, value_name = "KEYS", default_value = "region,date", value_parser = parse_partitioning)]
+    partition_by: Partitioning,
 }
 
 #[derive(Debug, Args)]
@@ -267,6 +300,20 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Convert(args) => run_convert(args, cli.quiet),
         Command::Sql(args) => run_sql(args),
+        Command::Schema(args) => {
+            use crate::schema::{Schema, ddl, docs};
+            let schema = Schema::builtin();
+            let text = match args.format {
+                SchemaFormat::Athena => ddl::athena(schema, &args.table, &args.location, &args.partition_by),
+                SchemaFormat::Spark => ddl::spark(schema, &args.table, &args.location, &args.partition_by),
+                SchemaFormat::Arrow => ddl::arrow_json(schema, &args.partition_by),
+                SchemaFormat::Markdown => docs::markdown_table(schema),
+            };
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(text.as_bytes())?;
+            stdout.flush()?;
+            Ok(EXIT_OK)
+        }
         Command::Gen(args) => {
             let options = crate::synth::GenOptions {
                 events: args.events,

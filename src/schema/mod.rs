@@ -10,6 +10,7 @@ use std::sync::{Arc, OnceLock};
 use arrow::datatypes::{DataType, Field, Fields, Schema as ArrowSchema, SchemaRef, TimeUnit};
 use serde::Deserialize;
 
+pub mod ddl;
 mod reserved;
 
 pub use reserved::is_reserved as is_reserved_word;
