@@ -351,3 +351,47 @@ fn sql_shell_reads_statements_from_stdin() {
         "a failed statement makes the exit code non-zero"
     );
 }
+
+#[test]
+fn schema_prints_ddl_from_the_schema_file() {
+    let athena = keytrail()
+        .args([
+            "schema",
+            "--location",
+            "s3://b/p",
+            "--table",
+            "ct",
+            "-p",
+            "account,region,date",
+        ])
+        .output()
+        .unwrap();
+    let athena = String::from_utf8(athena.stdout).unwrap();
+    assert!(
+        athena.starts_with("CREATE EXTERNAL TABLE IF NOT EXISTS `ct` ("),
+        "{athena}"
+    );
+    assert!(
+        athena.contains("'projection.account.type'='injected'"),
+        "{athena}"
+    );
+    assert!(athena.contains(
+        "'storage.location.template'='s3://b/p/account=${account}/region=${region}/event_date=${event_date}/'"
+    ));
+    let columns = keytrail::schema::Schema::builtin().columns().len();
+    assert_eq!(athena.matches(" COMMENT '").count(), columns);
+
+    let markdown = keytrail()
+        .args(["schema", "--format", "markdown"])
+        .output()
+        .unwrap();
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    assert!(
+        readme.contains(&String::from_utf8(markdown.stdout).unwrap()),
+        "the README table is the generated one"
+    );
+
+    let arrow = keytrail().args(["schema", "--format", "arrow"]).output().unwrap();
+    let arrow: serde_json::Value = serde_json::from_slice(&arrow.stdout).unwrap();
+    assert_eq!(arrow["fields"].as_array().unwrap().len(), columns);
+}
