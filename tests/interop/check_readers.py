@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Reads a keytrail dataset with pyarrow, DuckDB and PySpark and fails loudly on any disagreement.
+
+usage: check_readers.py DATASET --rows N --event ID --micros T --spark-ddl FILE --table NAME
+
+Checks, for each reader: the row count keytrail reported, the partition columns discovered,
+event_time read as a timestamp with the right instant (event ID must be at T microseconds since
+the epoch), encryption_context as a map, resources as a list of structs, read_only as a boolean;
+for Spark also that the default case-insensitive analyzer raises no duplicate-column error, and
+that the generated Spark DDL creates a table that queries return the same count through.
+"""
+import argparse
+import sys
+
+failures = []
+
+
+def check(reader, condition, message):
+    status = "ok  " if condition else "FAIL"
+    print(f"{status} {reader}: {message}")
+    if not condition:
+        failures.append(f"{reader}: {message}")
+
+
+def check_pyarrow(args):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    table = ds.dataset(args.dataset, format="parquet", partitioning="hive").to_table()
+    schema = table.schema
+    check("pyarrow", table.num_rows == args.rows, f"{table.num_rows} rows (expected {args.rows})")
+    for column in args.partitions:
+        check("pyarrow", column in schema.names, f"partition column {column} discovered")
+    check("pyarrow", schema.field("event_time").type == pa.timestamp("us", tz="UTC"),
+          f"event_time is {schema.field('event_time').type}")
+    check("pyarrow", pa.types.is_map(schema.field("encryption_context").type),
+          f"encryption_context is {schema.field('encryption_context').type}")
+    resources = schema.field("resources").type
+    check("pyarrow", pa.types.is_list(resources) and pa.types.is_struct(resources.value_type),
+          f"resources is {resources}")
+    check("pyarrow", schema.field("read_only").type == pa.bool_(), f"read_only is {schema.field('read_only').type}")
+    row = table.filter(pc.equal(table["event_id"], args.event))
+    micros = row["event_time"].cast(pa.int64()).to_pylist()
+    check("pyarrow", micros == [args.micros], f"event {args.event} at {micros} µs (expected {args.micros})")
+
+
+def check_duckdb(args):
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute(
+        f"CREATE VIEW events AS SELECT * FROM read_parquet('{args.dataset}/**/*.parquet', hive_partitioning = true)"
+    )
+    rows = con.execute("SELECT count(*) FROM events").fetchone()[0]
+    check("duckdb", rows == args.rows, f"{rows} rows (expected {args.rows})")
+    columns = [r[0] for r in con.execute("DESCRIBE events").fetchall()]
+    for column in args.partitions:
+        check("duckdb", column in columns, f"partition column {column} discovered")
+    types = con.execute(
+        "SELECT typeof(event_time), typeof(encryption_context), typeof(resources), typeof(read_only) FROM events LIMIT 1"
+    ).fetchone()
+    check("duckdb", types[0] == "TIMESTAMP WITH TIME ZONE", f"event_time is {types[0]}")
+    check("duckdb", types[1].startswith("MAP("), f"encryption_context is {types[1]}")
+    check("duckdb", types[2].startswith("STRUCT(") and types[2].endswith("[]"), f"resources is {types[2]}")
+    check("duckdb", types[3] == "BOOLEAN", f"read_only is {types[3]}")
+    micros = con.execute("SELECT epoch_us(event_time) FROM events WHERE event_id = ?", [args.event]).fetchall()
+    check("duckdb", micros == [(args.micros,)], f"event {args.event} at {micros} µs (expected {args.micros})")
+
+
+def check_spark(args):
+    from pyspark.sql import SparkSession
+
+    spark = (
+        SparkSession.builder.master("local[1]")
+        .appName("keytrail-interop")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.warehouse.dir", args.warehouse)
+        .config("spark.driver.memory", "1g")
+        .getOrCreate()
+    )
+    spark.sparkContext.setLogLevel("ERROR")
+    try:
+        check("spark", spark.conf.get("spark.sql.caseSensitive") == "false", "default case-insensitive analyzer")
+        frame = spark.read.parquet(args.dataset)
+        rows = frame.count()
+        check("spark", rows == args.rows, f"{rows} rows (expected {args.rows})")
+        types = dict(frame.dtypes)
+        for column in args.partitions:
+            check("spark", column in types, f"partition column {column} discovered")
+        check("spark", types.get("event_time") == "timestamp", f"event_time is {types.get('event_time')}")
+        check("spark", types.get("encryption_context") == "map<string,string>",
+              f"encryption_context is {types.get('encryption_context')}")
+        check("spark", str(types.get("resources", "")).startswith("array<struct<"), f"resources is {types.get('resources')}")
+        check("spark", types.get("read_only") == "boolean", f"read_only is {types.get('read_only')}")
+        micros = [
+            r[0]
+            for r in frame.where(frame.event_id == args.event).selectExpr("unix_micros(event_time)").collect()
+        ]
+        check("spark", micros == [args.micros], f"event {args.event} at {micros} µs (expected {args.micros})")
+        with open(args.spark_ddl, encoding="utf-8") as ddl:
+            statements = [s.strip() for s in ddl.read().split(";\n") if s.strip()]
+        for statement in statements:
+            spark.sql(statement.rstrip(";"))
+        through_ddl = spark.sql(f"SELECT count(*) FROM `{args.table}`").collect()[0][0]
+        check("spark", through_ddl == args.rows, f"{through_ddl} rows through the generated DDL (expected {args.rows})")
+        kms = spark.sql(
+            f"SELECT count(*) FROM `{args.table}` WHERE event_source = 'kms.amazonaws.com' AND encryption_context IS NOT NULL"
+        ).collect()[0][0]
+        check("spark", kms > 0, f"{kms} KMS rows with an encryption context through the DDL")
+    finally:
+        spark.stop()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("dataset")
+    parser.add_argument("--rows", type=int, required=True)
+    parser.add_argument("--event", required=True)
+    parser.add_argument("--micros", type=int, required=True)
+    parser.add_argument("--spark-ddl", required=True)
+    parser.add_argument("--table", required=True)
+    parser.add_argument("--warehouse", required=True)
+    parser.add_argument("--partitions", nargs="+", default=["region", "event_date"])
+    args = parser.parse_args()
+    for reader in (check_pyarrow, check_duckdb, check_spark):
+        try:
+            reader(args)
+        except Exception as error:  # a reader that cannot read the data at all is a failure too
+            check(reader.__name__.removeprefix("check_"), False, f"raised {type(error).__name__}: {error}")
+    print(f"interop: {len(failures)} failed")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
