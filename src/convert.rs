@@ -202,7 +202,12 @@ pub fn convert(
         let why = if discovery.problems.is_empty() {
             "the inputs contain no files".to_string()
         } else {
-            discovery.problems.join("; ")
+            discovery
+                .problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
         };
         return Err(ConvertError::NoInputs(why));
     }
@@ -212,10 +217,10 @@ pub fn convert(
         .map(|p| {
             warn!("{p}");
             Problem {
-                input: p.split(": ").next().unwrap_or_default().to_string(),
+                input: p.input.clone(),
                 record: None,
                 offset: None,
-                message: p.split_once(": ").map_or(p.as_str(), |(_, m)| m).to_string(),
+                message: p.message.clone(),
             }
         })
         .collect();

@@ -12,8 +12,29 @@ use super::Input;
 #[derive(Debug, Default)]
 pub struct Discovery {
     pub inputs: Vec<Input>,
-    /// One message per argument or directory entry that could not be used.
-    pub problems: Vec<String>,
+    /// Each argument or directory entry that could not be used.
+    pub problems: Vec<DiscoveryProblem>,
+}
+
+/// An input argument or directory entry that could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoveryProblem {
+    /// The argument or path.
+    pub input: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for DiscoveryProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.input, self.message)
+    }
+}
+
+fn problem(input: impl std::fmt::Display, message: impl Into<String>) -> DiscoveryProblem {
+    DiscoveryProblem {
+        input: input.to_string(),
+        message: message.into(),
+    }
 }
 
 /// Expands files, directories (recursively), glob patterns and `-` (stdin).
@@ -40,13 +61,13 @@ pub fn discover(args: &[String]) -> Discovery {
                     let before = found.len();
                     walk(&glob_base(arg), Some(&matcher), &mut found, &mut problems);
                     if found.len() == before {
-                        problems.push(format!("{arg}: the pattern matched no files"));
+                        problems.push(problem(arg, "the pattern matched no files"));
                     }
                 }
-                Err(e) => problems.push(format!("{arg}: invalid glob pattern: {e}")),
+                Err(e) => problems.push(problem(arg, format!("invalid glob pattern: {e}"))),
             }
         } else {
-            problems.push(format!("{arg}: no such file or directory"));
+            problems.push(problem(arg, "no such file or directory"));
         }
     }
     let mut inputs: Vec<Input> = found.into_iter().map(Input::File).collect();
@@ -89,7 +110,7 @@ fn walk(
     root: &Path,
     matcher: Option<&GlobMatcher>,
     found: &mut BTreeSet<PathBuf>,
-    problems: &mut Vec<String>,
+    problems: &mut Vec<DiscoveryProblem>,
 ) {
     let walker = WalkDir::new(root)
         .follow_links(true)
@@ -106,12 +127,11 @@ fn walk(
                 }
             }
             Ok(_) => {}
-            Err(e) => problems.push(format!(
-                "{}: {}",
+            Err(e) => problems.push(problem(
                 e.path().unwrap_or(root).display(),
                 e.io_error()
                     .map(|io| io.to_string())
-                    .unwrap_or_else(|| e.to_string())
+                    .unwrap_or_else(|| e.to_string()),
             )),
         }
     }
@@ -153,10 +173,7 @@ mod tests {
         assert_eq!(globbed.inputs.len(), 1);
         assert!(globbed.inputs[0].to_string().ends_with("b.json.gz"));
         assert_eq!(globbed.problems.len(), 1);
-        assert!(
-            globbed.problems[0].contains("no such file"),
-            "{:?}",
-            globbed.problems
-        );
+        assert_eq!(globbed.problems[0].message, "no such file or directory");
+        assert!(globbed.problems[0].input.ends_with("nope.json"));
     }
 }

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use flate2::read::MultiGzDecoder;
 use xxhash_rust::xxh3::Xxh3;
 
-pub use discover::{Discovery, discover};
+pub use discover::{Discovery, DiscoveryProblem, discover};
 
 /// One input: a file or standard input.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
