@@ -9,6 +9,8 @@
 
 pub mod output;
 mod parquet_file;
+
+pub use parquet_file::writer_properties as parquet_properties;
 pub mod partition;
 pub mod quarantine;
 

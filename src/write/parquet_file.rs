@@ -17,7 +17,7 @@ use crate::schema::{SCHEMA_NAME_KEY, SCHEMA_VERSION_KEY, Schema};
 
 /// Writer settings shared by every file: zstd, page-level statistics and page index, the nested
 /// type names Spark and Athena expect, the sort order, and the schema version.
-pub(crate) fn writer_properties(options: &WriteOptions) -> WriterProperties {
+pub fn writer_properties(options: &WriteOptions) -> WriterProperties {
     let schema = Schema::builtin();
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(
