@@ -1,5 +1,5 @@
 //! The converted output read by real engines: pyarrow, DuckDB and PySpark (local mode, Java 17),
-//! installed from PyPI into a local virtualenv by tests/interop/setup-venv.sh. Any disagreement
+//! installed from PyPI into a local virtualenv by scripts/python-venv.sh. Any disagreement
 //! fails this test loudly.
 
 mod common;
@@ -40,7 +40,9 @@ fn pyarrow_duckdb_and_spark_read_the_output() {
 
     let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
     let setup = Command::new("bash")
-        .arg(here.join("setup-venv.sh"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/python-venv.sh"))
+        .arg(here.join("requirements.txt"))
+        .arg("interop-venv")
         .output()
         .unwrap();
     assert!(
