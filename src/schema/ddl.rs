@@ -55,6 +55,15 @@ fn with_slash(location: &str) -> String {
     }
 }
 
+/// Athena's projection of a zero-padded integer partition (year, month, day).
+fn integer_projection(range: &str, digits: u8) -> Vec<(String, String)> {
+    vec![
+        ("type".into(), "integer".into()),
+        ("range".into(), range.into()),
+        ("digits".into(), digits.to_string()),
+    ]
+}
+
 /// Athena `CREATE EXTERNAL TABLE` with partition projection, so no `MSCK REPAIR` is needed.
 pub fn athena(schema: &Schema, table: &str, location: &str, partitioning: &Partitioning) -> String {
     let location = with_slash(location);
@@ -79,21 +88,9 @@ pub fn athena(schema: &Schema, table: &str, location: &str, partitioning: &Parti
                     ("interval".into(), "1".into()),
                     ("interval.unit".into(), "DAYS".into()),
                 ],
-                PartitionKey::Year => vec![
-                    ("type".into(), "integer".into()),
-                    ("range".into(), "2013,2100".into()),
-                    ("digits".into(), "4".into()),
-                ],
-                PartitionKey::Month => vec![
-                    ("type".into(), "integer".into()),
-                    ("range".into(), "1,12".into()),
-                    ("digits".into(), "2".into()),
-                ],
-                PartitionKey::Day => vec![
-                    ("type".into(), "integer".into()),
-                    ("range".into(), "1,31".into()),
-                    ("digits".into(), "2".into()),
-                ],
+                PartitionKey::Year => integer_projection("2013,2100", 4),
+                PartitionKey::Month => integer_projection("1,12", 2),
+                PartitionKey::Day => integer_projection("1,31", 2),
                 PartitionKey::Region => vec![
                     ("type".into(), "enum".into()),
                     ("values".into(), AWS_REGIONS.join(",")),
