@@ -554,9 +554,10 @@ fn convert_input(
         }
     }
     if failure.is_none()
-        && let Err(e) = splitter.pending().map_or(Ok(()), |_| splitter_end(&splitter))
+        && splitter.pending().is_some()
+        && let Err(e) = splitter.finish()
     {
-        failure = Some(e);
+        failure = Some((e.offset, e.message));
     }
     if let Some((offset, message)) = failure {
         // The records before the failure are kept; the unfinished one goes to the quarantine.
@@ -651,18 +652,6 @@ fn manifest_entry(path: &std::path::Path) -> Option<InputRecord> {
         modified,
         hash: String::new(),
     })
-}
-
-/// The error `Splitter::finish` would give, without consuming the splitter (its pending bytes
-/// are still needed for the quarantine).
-fn splitter_end(splitter: &Splitter) -> Result<(), (u64, String)> {
-    match splitter.pending() {
-        Some((start, _)) => Err((
-            splitter.position(),
-            format!("unexpected end of input: the record starting at byte {start} is truncated"),
-        )),
-        None => Ok(()),
-    }
 }
 
 fn finish_report(mut report: FileReport, items: u64) -> FileReport {

@@ -111,7 +111,7 @@ impl Splitter {
     }
 
     /// Declares end of input; fails if a value is still open.
-    pub fn finish(mut self) -> Result<(), SplitError> {
+    pub fn finish(&self) -> Result<(), SplitError> {
         if self.item_is_scalar && self.item_start.is_some() {
             // A scalar element cannot end the input: it would still need a closing `]`.
             return Err(self.error_at(self.buf.len(), "unexpected end of input inside an array"));
@@ -126,7 +126,6 @@ impl Splitter {
             } else {
                 "unexpected end of input: a container is not closed".to_string()
             };
-            self.pos = self.buf.len();
             return Err(self.error_at(self.buf.len(), &what));
         }
         Ok(())
