@@ -21,6 +21,7 @@ use crate::read::classify::{Kind, SkipReason, TopFields, classify, remove_traili
 use crate::read::split::{RawItem, Splitter};
 use crate::read::{Input, ReadError, discover, open};
 use crate::schema::Schema;
+use crate::store::{S3Url, StoreError, Stores};
 use crate::write::quarantine::Quarantine;
 use crate::write::{
     DatasetWriter, InputRecord, OutputDir, OutputMode, WriteError, WriteOptions, WriteSummary, prepare_output,
@@ -29,8 +30,9 @@ use crate::write::{
 /// Settings of a conversion.
 #[derive(Debug, Clone)]
 pub struct ConvertOptions {
-    /// Files, directories, glob patterns, or `-` for stdin.
+    /// Files, directories, glob patterns, `s3://bucket/prefix` URLs, or `-` for stdin.
     pub inputs: Vec<String>,
+    /// A directory, or an `s3://bucket/prefix` URL (written through a local staging directory).
     pub output: PathBuf,
     /// What to do when the output already holds a dataset.
     pub mode: OutputMode,
@@ -67,6 +69,10 @@ pub enum ConvertError {
     Write(#[from] WriteError),
     #[error("stopped at the first problem (--strict); nothing was written: {0}")]
     Strict(Problem),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{output}: {message}")]
+    Output { output: String, message: String },
 }
 
 /// Progress callbacks (the CLI draws a bar; the library default does nothing).
@@ -74,6 +80,9 @@ pub trait ProgressSink: Sync {
     fn start(&self, _files: usize, _bytes: Option<u64>) {}
     fn file_done(&self, _events: u64, _bytes: u64) {}
     fn finishing(&self) {}
+    /// The dataset is complete locally and is being uploaded to an object store.
+    fn uploading(&self, _files: usize, _bytes: u64) {}
+    fn uploaded(&self, _bytes: u64) {}
 }
 
 /// A [`ProgressSink`] that ignores everything.
@@ -196,8 +205,115 @@ pub fn convert(
     options: &ConvertOptions,
     progress: &dyn ProgressSink,
 ) -> Result<ConvertSummary, ConvertError> {
+    let output_url = options.output.to_str().and_then(S3Url::parse).transpose()?;
+    let stores = if output_url.is_some() || options.inputs.iter().any(|i| S3Url::is_s3(i)) {
+        Some(Stores::new()?)
+    } else {
+        None
+    };
+    match output_url {
+        Some(url) => convert_to_s3(options, &url, stores.as_ref(), progress),
+        None => convert_local(options, stores.as_ref(), progress),
+    }
+}
+
+/// Writes the dataset into a local staging directory (the same crash-safe commit as a local
+/// run), then uploads it: data files first, keytrail's run record last, so a dataset whose run
+/// record is present is complete.
+fn convert_to_s3(
+    options: &ConvertOptions,
+    url: &S3Url,
+    stores: Option<&Stores>,
+    progress: &dyn ProgressSink,
+) -> Result<ConvertSummary, ConvertError> {
+    let stores = stores.expect("created for an s3:// output");
+    let unsupported = |message: &str| ConvertError::Output {
+        output: url.to_string(),
+        message: message.to_string(),
+    };
+    match options.mode {
+        OutputMode::Fresh => {}
+        OutputMode::Overwrite => {
+            return Err(unsupported(
+                "--overwrite works on local outputs only; remove the objects under the prefix first, or write to a new prefix",
+            ));
+        }
+        OutputMode::Incremental => {
+            return Err(unsupported(
+                "--incremental works on local outputs only; convert into a local directory, or write each run to its own prefix",
+            ));
+        }
+    }
+    if let Some(key) = stores.first_key(url)? {
+        return Err(unsupported(&format!(
+            "not empty (it holds s3://{}/{key}); a dataset is only written under an empty prefix",
+            url.bucket
+        )));
+    }
+    let staging = tempfile::Builder::new()
+        .prefix("keytrail-upload-")
+        .tempdir()
+        .map_err(|error| StoreError::Local {
+            path: std::env::temp_dir().display().to_string(),
+            error,
+        })?;
+    let local_root = staging.path().join("dataset");
+    let local_options = ConvertOptions {
+        output: local_root.clone(),
+        ..options.clone()
+    };
+    let mut summary = convert_local(&local_options, Some(stores), progress)?;
+    let files = upload_order(&local_root)?;
+    let sizes: u64 = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(local_root.join(f)).ok())
+        .map(|m| m.len())
+        .sum();
+    progress.uploading(files.len(), sizes);
+    stores.upload(&local_root, url, &files, &|bytes| progress.uploaded(bytes))?;
+    summary.output = PathBuf::from(url.to_string());
+    if let Some(quarantine) = &summary.quarantine
+        && let Ok(relative) = quarantine.strip_prefix(&local_root)
+    {
+        summary.quarantine = Some(PathBuf::from(url.join(&relative.to_string_lossy()).to_string()));
+    }
+    Ok(summary)
+}
+
+/// The committed dataset's files, relative, in upload order: data, then keytrail's records, then
+/// the run records that say the dataset is complete.
+fn upload_order(root: &std::path::Path) -> Result<Vec<String>, ConvertError> {
+    let mut files = Vec::new();
+    for entry in walkdir::WalkDir::new(root).sort_by_file_name() {
+        let entry = entry.map_err(|e| StoreError::Local {
+            path: e.path().unwrap_or(root).display().to_string(),
+            error: e
+                .into_io_error()
+                .unwrap_or_else(|| std::io::Error::other("directory loop")),
+        })?;
+        if entry.file_type().is_file()
+            && let Ok(relative) = entry.path().strip_prefix(root)
+        {
+            let relative: Vec<String> = relative
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            files.push(relative.join("/"));
+        }
+    }
+    let meta = format!("{}/", crate::write::output::META_DIR);
+    let runs = format!("{meta}{}/", crate::write::output::RUNS_DIR);
+    files.sort_by_key(|f| (f.starts_with(&meta), f.starts_with(&runs), f.clone()));
+    Ok(files)
+}
+
+fn convert_local(
+    options: &ConvertOptions,
+    stores: Option<&Stores>,
+    progress: &dyn ProgressSink,
+) -> Result<ConvertSummary, ConvertError> {
     let started = Instant::now();
-    let discovery = discover(&options.inputs);
+    let discovery = discover(&options.inputs, stores);
     if discovery.inputs.is_empty() {
         let why = if discovery.problems.is_empty() {
             "the inputs contain no files".to_string()
@@ -578,17 +694,24 @@ fn convert_input(
         return reading.report;
     }
     let items = reading.items;
-    if let Input::File(path) = input {
-        let digest = opened
+    let digest = || {
+        opened
             .digest
             .lock()
             .map(|d| format!("{:032x}", d.digest128()))
-            .unwrap_or_default();
-        reading.report.manifest = manifest_entry(path).map(|mut entry| {
-            entry.hash = digest;
-            entry
-        });
-    }
+            .unwrap_or_default()
+    };
+    reading.report.manifest = match input {
+        Input::File(path) => manifest_entry(path).map(|entry| InputRecord {
+            hash: digest(),
+            ..entry
+        }),
+        Input::Object(object) => Some(InputRecord {
+            hash: digest(),
+            ..object_manifest_entry(object)
+        }),
+        Input::Stdin => None,
+    };
     finish_report(reading.report, items)
 }
 
@@ -611,6 +734,21 @@ fn select_inputs(inputs: Vec<Input>, output: &OutputDir) -> Selection {
         changed: Vec::new(),
     };
     for input in inputs {
+        if let Input::Object(object) = &input {
+            // Comparing content would mean downloading it: size and modification time decide.
+            let current = object_manifest_entry(object);
+            match converted.get(&current.path) {
+                None => selection.inputs.push(input),
+                Some(before) if before.size == current.size && before.modified == current.modified => {
+                    selection.unchanged += 1
+                }
+                Some(_) => {
+                    selection.changed.push(input.to_string());
+                    selection.inputs.push(input);
+                }
+            }
+            continue;
+        }
         let Input::File(path) = &input else {
             selection.inputs.push(input);
             continue;
@@ -652,6 +790,16 @@ fn manifest_entry(path: &std::path::Path) -> Option<InputRecord> {
         modified,
         hash: String::new(),
     })
+}
+
+/// URL, size and modification time of an object; the hash is filled in once it has been read.
+fn object_manifest_entry(object: &crate::store::RemoteObject) -> InputRecord {
+    InputRecord {
+        path: object.url.to_string(),
+        size: object.size,
+        modified: object.modified,
+        hash: String::new(),
+    }
 }
 
 fn finish_report(mut report: FileReport, items: u64) -> FileReport {

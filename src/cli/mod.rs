@@ -89,9 +89,10 @@ struct SchemaArgs {
 
 #[derive(Debug, Args)]
 struct SqlArgs {
-    /// A dataset written by `keytrail convert` (table `events`, view `kms_events`).
-    #[arg(value_name = "DIR", required_unless_present = "list_queries")]
-    dataset: Option<PathBuf>,
+    /// A dataset written by `keytrail convert` (table `events`, view `kms_events`): a directory
+    /// or an s3://bucket/prefix.
+    #[arg(value_name = "DIR|URL", required_unless_present = "list_queries")]
+    dataset: Option<String>,
 
     /// SQL to run (several statements separated by `;` are run in turn). Without SQL, -f or
     /// --query: an interactive shell on a terminal, else statements are read from stdin.
@@ -167,14 +168,16 @@ enum ProgressMode {
 
 #[derive(Debug, Args)]
 struct ConvertArgs {
-    /// Inputs: files, directories (searched recursively), glob patterns (quote them), or `-` for stdin.
+    /// Inputs: files, directories (searched recursively), glob patterns (quote them),
+    /// s3://bucket/prefix (listed; globs allowed in the key), or `-` for stdin.
     /// Content decides the format: S3 delivery files {"Records":[...]}, plain or gzip, single
     /// events, JSON arrays, NDJSON and EventBridge envelopes.
     #[arg(required = true, value_name = "INPUT")]
     inputs: Vec<String>,
 
-    /// Output directory for the Parquet dataset (created if missing; must be empty or a keytrail dataset).
-    #[arg(short, long, value_name = "DIR")]
+    /// Output directory for the Parquet dataset (created if missing; must be empty or a keytrail
+    /// dataset), or an empty s3://bucket/prefix (staged in $TMPDIR, then uploaded).
+    #[arg(short, long, value_name = "DIR|URL")]
     output: PathBuf,
 
     /// Partition keys in directory order, comma-separated, from: account, region, date, year,
@@ -365,7 +368,7 @@ fn run_sql(args: SqlArgs) -> anyhow::Result<u8> {
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
-        let session = SqlSession::open(&dataset, args.allow_write).await?;
+        let session = SqlSession::open_location(&dataset, args.allow_write).await?;
         let mut out: Box<dyn Write + Send> = match &args.output {
             Some(path) => Box::new(std::io::BufWriter::new(
                 std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
@@ -395,7 +398,7 @@ fn run_sql(args: SqlArgs) -> anyhow::Result<u8> {
                 let failures = if interactive {
                     eprintln!(
                         "keytrail sql: table `events`, view `kms_events` over {}. \\? for help, \\q to quit.",
-                        dataset.display()
+                        dataset
                     );
                     run_shell(&session, &mut Terminal::new()?, &mut *out, &mut stderr, &options).await?
                 } else {

@@ -7,6 +7,7 @@ use globset::{GlobBuilder, GlobMatcher};
 use walkdir::WalkDir;
 
 use super::Input;
+use crate::store::{S3Url, Stores};
 
 /// The inputs found, and the arguments that found nothing.
 #[derive(Debug, Default)]
@@ -37,17 +38,34 @@ fn problem(input: impl std::fmt::Display, message: impl Into<String>) -> Discove
     }
 }
 
-/// Expands files, directories (recursively), glob patterns and `-` (stdin).
+/// Expands files, directories (recursively), glob patterns, `s3://bucket/prefix` URLs (listed
+/// through `stores`; globs allowed in the key) and `-` (stdin).
 ///
 /// Directory walks skip hidden entries (`.name`) and `_`-prefixed ones, the names that Hive, Spark
 /// and Athena treat as not-data. Order is sorted by path so runs are reproducible.
-pub fn discover(args: &[String]) -> Discovery {
+pub fn discover(args: &[String], stores: Option<&Stores>) -> Discovery {
     let mut found = BTreeSet::new();
+    let mut objects: Vec<Input> = Vec::new();
     let mut stdin = false;
     let mut problems = Vec::new();
     for arg in args {
         if arg == "-" {
             stdin = true;
+            continue;
+        }
+        if let Some(url) = S3Url::parse(arg) {
+            let listed = url.and_then(|url| match stores {
+                Some(stores) => stores.list(&url),
+                None => Err(crate::store::StoreError::Url {
+                    url: url.to_string(),
+                    message: "object store inputs are not available here".into(),
+                }),
+            });
+            match listed {
+                Ok(listed) if listed.is_empty() => problems.push(problem(arg, "no objects found")),
+                Ok(listed) => objects.extend(listed.into_iter().map(Input::Object)),
+                Err(e) => problems.push(problem(arg, e.detail())),
+            }
             continue;
         }
         let path = Path::new(arg);
@@ -71,6 +89,10 @@ pub fn discover(args: &[String]) -> Discovery {
         }
     }
     let mut inputs: Vec<Input> = found.into_iter().map(Input::File).collect();
+    // A Vec, not a set: ordered by URL only, while the keys' store handles are not comparable.
+    objects.sort();
+    objects.dedup();
+    inputs.extend(objects);
     if stdin {
         inputs.push(Input::Stdin);
     }
@@ -160,7 +182,7 @@ mod tests {
         std::fs::write(dir.path().join("_staging/c.json"), b"x").unwrap();
 
         let root = dir.path().to_string_lossy().into_owned();
-        let found = discover(std::slice::from_ref(&root));
+        let found = discover(std::slice::from_ref(&root), None);
         let names: Vec<_> = found
             .inputs
             .iter()
@@ -169,10 +191,18 @@ mod tests {
         assert_eq!(names, vec!["a.json", "b.json.gz"]);
 
         let pattern = format!("{root}/AWSLogs/*/CloudTrail/**/*.gz");
-        let globbed = discover(&[pattern, format!("{root}/nope.json")]);
+        let globbed = discover(
+            &[pattern, format!("{root}/nope.json"), "s3://bucket/x".into()],
+            None,
+        );
         assert_eq!(globbed.inputs.len(), 1);
         assert!(globbed.inputs[0].to_string().ends_with("b.json.gz"));
-        assert_eq!(globbed.problems.len(), 1);
+        assert_eq!(globbed.problems.len(), 2);
+        assert!(
+            globbed.problems[1].to_string().starts_with("s3://bucket/x: "),
+            "{}",
+            globbed.problems[1]
+        );
         assert_eq!(globbed.problems[0].message, "no such file or directory");
         assert!(globbed.problems[0].input.ends_with("nope.json"));
     }

@@ -17,10 +17,13 @@ use xxhash_rust::xxh3::Xxh3;
 
 pub use discover::{Discovery, DiscoveryProblem, discover};
 
-/// One input: a file or standard input.
+use crate::store::RemoteObject;
+
+/// One input: a file, an object in S3, or standard input.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Input {
     File(PathBuf),
+    Object(RemoteObject),
     Stdin,
 }
 
@@ -29,6 +32,7 @@ impl Input {
     pub fn size(&self) -> Option<u64> {
         match self {
             Input::File(path) => std::fs::metadata(path).ok().map(|m| m.len()),
+            Input::Object(object) => Some(object.size),
             Input::Stdin => None,
         }
     }
@@ -38,6 +42,7 @@ impl fmt::Display for Input {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Input::File(path) => write!(f, "{}", path.display()),
+            Input::Object(object) => write!(f, "{}", object.url),
             Input::Stdin => f.write_str("<stdin>"),
         }
     }
@@ -104,6 +109,10 @@ pub fn open(input: &Input) -> Result<Opened, ReadError> {
             input: input.to_string(),
             source,
         })?),
+        Input::Object(object) => object.reader().map_err(|source| ReadError::Open {
+            input: input.to_string(),
+            source,
+        })?,
         Input::Stdin => Box::new(io::stdin()),
     };
     sniff(raw).map_err(|source| ReadError::Open {

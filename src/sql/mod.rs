@@ -23,7 +23,10 @@ use datafusion::sql::parser::{DFParser, Statement};
 use datafusion::sql::sqlparser::dialect::dialect_from_str;
 
 use crate::schema::Schema;
+use crate::store::{S3Url, StoreError};
 use crate::write::DatasetMarker;
+use futures::StreamExt;
+use object_store::ObjectStoreExt;
 
 /// Errors of the SQL layer; each is one clear line.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +43,8 @@ pub enum SqlError {
     Query(String),
     #[error(transparent)]
     Io(std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// Not a `#[source]`: the message already is the innermost cause, on one line.
     #[error("{}", one_line(.0))]
     DataFusion(DataFusionError),
@@ -64,21 +69,110 @@ pub struct SqlSession {
 }
 
 impl SqlSession {
+    /// Opens a dataset directory or an `s3://bucket/prefix` location (see [`crate::store`] for
+    /// the AWS settings read from the environment).
+    pub async fn open_location(location: &str, allow_write: bool) -> Result<SqlSession, SqlError> {
+        match S3Url::parse(location) {
+            None => SqlSession::open(Path::new(location), allow_write).await,
+            Some(url) => SqlSession::open_s3(&url?, allow_write).await,
+        }
+    }
+
     /// Opens the dataset in `dir`.
     pub async fn open(dir: &Path, allow_write: bool) -> Result<SqlSession, SqlError> {
         if !dir.is_dir() {
             return Err(SqlError::NotFound(dir.to_path_buf()));
         }
         let first_file = first_parquet_file(dir).ok_or_else(|| SqlError::NoParquet(dir.to_path_buf()))?;
-        let partition_columns = partition_columns(dir, &first_file)?;
+        let marker_path = dir.join(crate::write::output::META_DIR).join("dataset.json");
+        let partition_columns = match std::fs::read(&marker_path) {
+            Ok(marker) => marker_partition_columns(&marker, &marker_path.display().to_string())?,
+            Err(_) => {
+                let relative = first_file.strip_prefix(dir).unwrap_or(&first_file);
+                hive_columns(relative.to_string_lossy().split(std::path::MAIN_SEPARATOR))
+            }
+        };
+        let absolute = std::path::absolute(dir).map_err(|e| SqlError::Dataset {
+            path: dir.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let mut url = absolute.to_string_lossy().into_owned();
+        if !url.ends_with('/') {
+            url.push('/');
+        }
+        SqlSession::with_events_table(&url, partition_columns, allow_write, |_| Ok(())).await
+    }
 
+    /// Opens the dataset under an S3 prefix: its description from `_keytrail/dataset.json`, or
+    /// else the partition keys from the first Parquet object's key.
+    async fn open_s3(url: &S3Url, allow_write: bool) -> Result<SqlSession, SqlError> {
+        let store = crate::store::s3_store(&url.bucket).await?;
+        let access = |url: &S3Url, error| {
+            SqlError::Store(StoreError::Access {
+                url: url.to_string(),
+                error,
+            })
+        };
+        let marker_url = url.join(&format!("{}/dataset.json", crate::write::output::META_DIR));
+        let marker_path = marker_url.path().expect("a key");
+        let partition_columns = match store.get(&marker_path).await {
+            Ok(got) => {
+                let marker = got.bytes().await.map_err(|e| access(&marker_url, e))?;
+                marker_partition_columns(&marker, &marker_url.to_string())?
+            }
+            Err(object_store::Error::NotFound { .. }) => {
+                let prefix = url.path();
+                let skip = prefix.as_ref().map_or(0, |p| p.parts().count());
+                let mut listing = store.list(prefix.as_ref());
+                let mut first = None;
+                while let Some(meta) = listing.next().await {
+                    let meta = meta.map_err(|e| access(url, e))?;
+                    let parts: Vec<String> = meta
+                        .location
+                        .parts()
+                        .skip(skip)
+                        .map(|p| p.as_ref().to_string())
+                        .collect();
+                    if meta.location.as_ref().ends_with(".parquet")
+                        && !parts.iter().any(|p| p.starts_with(['.', '_']))
+                    {
+                        first = Some(parts);
+                        break;
+                    }
+                }
+                let parts = first.ok_or_else(|| SqlError::NoParquet(PathBuf::from(url.to_string())))?;
+                hive_columns(parts.iter().map(String::as_str))
+            }
+            Err(e) => return Err(access(&marker_url, e)),
+        };
+        let table_url = format!("{}/", url.to_string().trim_end_matches('/'));
+        let bucket_url = url::Url::parse(&url.bucket_url()).map_err(|e| {
+            SqlError::Store(StoreError::Url {
+                url: url.to_string(),
+                message: e.to_string(),
+            })
+        })?;
+        SqlSession::with_events_table(&table_url, partition_columns, allow_write, |ctx| {
+            ctx.register_object_store(&bucket_url, store);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn with_events_table(
+        table_url: &str,
+        partition_columns: Vec<String>,
+        allow_write: bool,
+        register_store: impl FnOnce(&SessionContext) -> Result<(), SqlError>,
+    ) -> Result<SqlSession, SqlError> {
         let config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema("keytrail", "public");
         let mut ctx = SessionContext::new_with_config(config);
         datafusion_functions_json::register_all(&mut ctx)?;
+        register_store(&ctx)?;
 
-        let table = listing_table(dir, &partition_columns).await?;
+        let table = listing_table(table_url, &partition_columns).await?;
         ctx.register_table(EVENTS_TABLE, table)?;
         ctx.sql(&format!(
             "CREATE VIEW {KMS_VIEW} AS SELECT * FROM {EVENTS_TABLE} WHERE event_source = 'kms.amazonaws.com'"
@@ -147,16 +241,8 @@ fn one_line(error: &DataFusionError) -> String {
     }
 }
 
-async fn listing_table(dir: &Path, partition_columns: &[String]) -> Result<Arc<dyn TableProvider>, SqlError> {
-    let absolute = std::path::absolute(dir).map_err(|e| SqlError::Dataset {
-        path: dir.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    let mut url = absolute.to_string_lossy().into_owned();
-    if !url.ends_with('/') {
-        url.push('/');
-    }
-    let table_url = ListingTableUrl::parse(&url)?;
+async fn listing_table(url: &str, partition_columns: &[String]) -> Result<Arc<dyn TableProvider>, SqlError> {
+    let table_url = ListingTableUrl::parse(url)?;
     let format = ParquetFormat::default().with_enable_pruning(true);
     let options = ListingOptions::new(Arc::new(format))
         .with_file_extension(".parquet")
@@ -173,39 +259,32 @@ async fn listing_table(dir: &Path, partition_columns: &[String]) -> Result<Arc<d
     Ok(Arc::new(ListingTable::try_new(config)?))
 }
 
-/// The dataset's partition columns: from `_keytrail/dataset.json`, or else from the `key=value`
-/// directories above the first Parquet file.
-fn partition_columns(dir: &Path, first_file: &Path) -> Result<Vec<String>, SqlError> {
-    let marker_path = dir.join(crate::write::output::META_DIR).join("dataset.json");
-    if let Ok(text) = std::fs::read_to_string(&marker_path) {
-        let marker: DatasetMarker = serde_json::from_str(&text).map_err(|e| SqlError::Dataset {
-            path: marker_path.clone(),
-            message: format!("unreadable dataset description: {e}"),
-        })?;
-        let version = Schema::builtin().version();
-        if marker.schema_version != version {
-            return Err(SqlError::Dataset {
-                path: dir.to_path_buf(),
-                message: format!(
-                    "written with schema version {} but this keytrail reads version {version}; convert it again",
-                    marker.schema_version
-                ),
-            });
-        }
-        return Ok(marker.partition_by);
+/// The partition columns named in `_keytrail/dataset.json`, after checking its schema version.
+fn marker_partition_columns(marker: &[u8], location: &str) -> Result<Vec<String>, SqlError> {
+    let dataset_error = |message: String| SqlError::Dataset {
+        path: PathBuf::from(location),
+        message,
+    };
+    let marker: DatasetMarker = serde_json::from_slice(marker)
+        .map_err(|e| dataset_error(format!("unreadable dataset description: {e}")))?;
+    let version = Schema::builtin().version();
+    if marker.schema_version != version {
+        return Err(dataset_error(format!(
+            "written with schema version {} but this keytrail reads version {version}; convert it again",
+            marker.schema_version
+        )));
     }
-    let relative = first_file.strip_prefix(dir).unwrap_or(first_file);
-    Ok(relative
-        .parent()
-        .into_iter()
-        .flat_map(|p| p.components())
-        .filter_map(|c| {
-            c.as_os_str()
-                .to_str()?
-                .split_once('=')
-                .map(|(k, _)| k.to_string())
-        })
-        .collect())
+    Ok(marker.partition_by)
+}
+
+/// The `key=value` directory names above a data file (its path relative to the dataset root).
+fn hive_columns<'a>(relative: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let parts: Vec<&str> = relative.collect();
+    let directories = &parts[..parts.len().saturating_sub(1)];
+    directories
+        .iter()
+        .filter_map(|part| part.split_once('=').map(|(k, _)| k.to_string()))
+        .collect()
 }
 
 fn first_parquet_file(dir: &Path) -> Option<PathBuf> {

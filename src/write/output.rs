@@ -20,7 +20,8 @@ use crate::schema::Schema;
 /// Folder (ignored by Hive, Spark, Athena, DuckDB and DataFusion) holding keytrail's own records.
 pub const META_DIR: &str = "_keytrail";
 const MARKER_FILE: &str = "dataset.json";
-const RUNS_DIR: &str = "runs";
+/// Folder under [`META_DIR`] with one record per run.
+pub const RUNS_DIR: &str = "runs";
 /// Folder under [`META_DIR`] with one quarantine folder per run.
 pub const QUARANTINE_DIR: &str = "quarantine";
 const STAGING_PREFIX: &str = ".keytrail-staging-";

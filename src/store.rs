@@ -1,0 +1,490 @@
+//! S3 and S3-compatible object stores (`s3://bucket/prefix`), through the `object_store` crate.
+//!
+//! Settings come from the environment the way the AWS tools read them: `AWS_ACCESS_KEY_ID` /
+//! `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN`, web identity (`AWS_WEB_IDENTITY_TOKEN_FILE` +
+//! `AWS_ROLE_ARN`), ECS container credentials and the EC2 instance metadata service, in that
+//! order; `AWS_REGION` / `AWS_DEFAULT_REGION` (without one, the bucket's Region is asked of S3);
+//! `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_S3`) for S3-compatible stores, with path-style
+//! requests unless `AWS_VIRTUAL_HOSTED_STYLE_REQUEST=true`; an `http://` endpoint is allowed
+//! because it was asked for explicitly.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use futures::{StreamExt, TryStreamExt};
+use globset::GlobMatcher;
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path as ObjectPath;
+use object_store::{ClientOptions, ObjectMeta, ObjectStore, ObjectStoreExt};
+use tokio::runtime::{Handle, Runtime};
+use tracing::{debug, info_span};
+
+/// Errors talking to an object store; each names the location.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{url}: {message}")]
+    Url { url: String, message: String },
+    /// Not a `#[source]`: the message is already the useful part of the chain, on one line.
+    #[error("{url}: {}", one_line(.error))]
+    Access { url: String, error: object_store::Error },
+    #[error("{path}: {error}")]
+    Local { path: String, error: io::Error },
+    #[error("starting the network runtime: {0}")]
+    Runtime(io::Error),
+}
+
+impl StoreError {
+    /// The message without the location it concerns.
+    pub fn detail(&self) -> String {
+        match self {
+            StoreError::Url { message, .. } => message.clone(),
+            StoreError::Access { error, .. } => one_line(error),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// One line a person can act on. object_store nests the HTTP client's errors and repeats the
+/// whole S3 XML error body at each level; S3's own `Code: Message` says it best, else the
+/// innermost cause (connection refused, DNS, TLS) does.
+fn one_line(error: &object_store::Error) -> String {
+    let mut chain = vec![error.to_string()];
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        chain.push(cause.to_string());
+        source = cause.source();
+    }
+    let all = chain.join(" ");
+    if let Some(code) = xml_text(&all, "Code") {
+        return match xml_text(&all, "Message") {
+            Some(message) => format!("{code}: {message}"),
+            None => code.to_string(),
+        };
+    }
+    let text = match error {
+        object_store::Error::NotFound { .. } => "not found".to_string(),
+        _ => {
+            let top = chain[0].strip_prefix("Generic S3 error: ").unwrap_or(&chain[0]);
+            // Timing and retry counts are noise next to the cause.
+            let top = top.split(" - ").next().unwrap_or_default();
+            let top = top.split(" in ").next().unwrap_or_default();
+            let root = chain.last().map(String::as_str).unwrap_or_default();
+            let root = root.rsplit(" - ").next().unwrap_or_default();
+            if chain.len() > 1 && !top.contains(root) {
+                format!("{top}: {root}")
+            } else {
+                top.to_string()
+            }
+        }
+    };
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn xml_text<'t>(text: &'t str, tag: &str) -> Option<&'t str> {
+    let start = text.find(&format!("<{tag}>"))? + tag.len() + 2;
+    let end = text[start..].find(&format!("</{tag}>"))? + start;
+    Some(text[start..end].trim())
+}
+
+/// A parsed `s3://bucket/key-or-prefix` (`s3a://` is accepted too).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct S3Url {
+    pub bucket: String,
+    /// The key or prefix, without leading or trailing `/`; empty for the whole bucket.
+    pub key: String,
+}
+
+impl S3Url {
+    /// `None` when `text` is not an S3 URL at all; an error when it is one but malformed.
+    pub fn parse(text: &str) -> Option<Result<S3Url, StoreError>> {
+        let rest = text
+            .strip_prefix("s3://")
+            .or_else(|| text.strip_prefix("s3a://"))?;
+        let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Some(Err(StoreError::Url {
+                url: text.to_string(),
+                message: "no bucket name (expected s3://bucket/prefix)".into(),
+            }));
+        }
+        Some(Ok(S3Url {
+            bucket: bucket.to_string(),
+            key: key.trim_matches('/').to_string(),
+        }))
+    }
+
+    /// Whether `text` is an `s3://` (or `s3a://`) URL.
+    pub fn is_s3(text: &str) -> bool {
+        text.starts_with("s3://") || text.starts_with("s3a://")
+    }
+
+    /// The key as an object path (`None` for the bucket root).
+    pub fn path(&self) -> Option<ObjectPath> {
+        (!self.key.is_empty()).then(|| ObjectPath::from(self.key.as_str()))
+    }
+
+    /// This location with `relative` (a `/`-separated path) appended.
+    pub fn join(&self, relative: &str) -> S3Url {
+        let relative = relative.trim_matches('/');
+        let key = match (self.key.is_empty(), relative.is_empty()) {
+            (true, _) => relative.to_string(),
+            (false, true) => self.key.clone(),
+            (false, false) => format!("{}/{relative}", self.key),
+        };
+        S3Url {
+            bucket: self.bucket.clone(),
+            key,
+        }
+    }
+
+    /// The URL DataFusion registers the bucket's store under.
+    pub fn bucket_url(&self) -> String {
+        format!("s3://{}", self.bucket)
+    }
+}
+
+impl fmt::Display for S3Url {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "s3://{}/{}", self.bucket, self.key)
+    }
+}
+
+fn env_value(names: &[&str]) -> Option<String> {
+    names
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+}
+
+/// Builds the store for one bucket from the environment (see the module docs).
+pub async fn s3_store(bucket: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
+    let url = format!("s3://{bucket}");
+    let endpoint = env_value(&["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"]);
+    let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+    if endpoint.as_deref().is_some_and(|e| e.starts_with("http://")) {
+        builder = builder.with_allow_http(true);
+    }
+    if endpoint.is_none() && env_value(&["AWS_REGION", "AWS_DEFAULT_REGION"]).is_none() {
+        let region = object_store::aws::resolve_bucket_region(bucket, &ClientOptions::new())
+            .await
+            .map_err(|error| StoreError::Access {
+                url: url.clone(),
+                error,
+            })?;
+        debug!(bucket, region, "resolved the bucket's Region");
+        builder = builder.with_region(region);
+    }
+    let store = builder
+        .build()
+        .map_err(|error| StoreError::Access { url, error })?;
+    Ok(Arc::new(store))
+}
+
+/// An object to read, found by listing.
+#[derive(Clone)]
+pub struct RemoteObject {
+    pub url: S3Url,
+    pub location: ObjectPath,
+    pub size: u64,
+    /// Last modification, nanoseconds since the epoch.
+    pub modified: Option<i128>,
+    store: Arc<dyn ObjectStore>,
+    runtime: Handle,
+}
+
+impl fmt::Debug for RemoteObject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RemoteObject({})", self.url)
+    }
+}
+
+impl PartialEq for RemoteObject {
+    fn eq(&self, other: &Self) -> bool {
+        self.url == other.url
+    }
+}
+impl Eq for RemoteObject {}
+impl PartialOrd for RemoteObject {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for RemoteObject {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.url.cmp(&other.url)
+    }
+}
+impl std::hash::Hash for RemoteObject {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.url.hash(state)
+    }
+}
+
+impl RemoteObject {
+    /// Streams the object's bytes (no temporary file, constant memory) as a blocking reader, for
+    /// the converter's worker threads.
+    pub fn reader(&self) -> io::Result<Box<dyn io::Read + Send>> {
+        let store = self.store.clone();
+        let location = self.location.clone();
+        let stream = self
+            .runtime
+            .block_on(async move { store.get(&location).await.map(|got| got.into_stream()) })
+            .map_err(|e| io::Error::other(one_line(&e)))?;
+        let reader = tokio_util::io::StreamReader::new(stream.map_err(|e| io::Error::other(one_line(&e))));
+        Ok(Box::new(tokio_util::io::SyncIoBridge::new_with_handle(
+            reader,
+            self.runtime.clone(),
+        )))
+    }
+}
+
+/// The object stores of one run, and the runtime their requests run on.
+pub struct Stores {
+    runtime: Runtime,
+    stores: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
+}
+
+impl Stores {
+    pub fn new() -> Result<Stores, StoreError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("keytrail-io")
+            .enable_all()
+            .build()
+            .map_err(StoreError::Runtime)?;
+        Ok(Stores {
+            runtime,
+            stores: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn store(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
+        let mut stores = self
+            .stores
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(store) = stores.get(bucket) {
+            return Ok(store.clone());
+        }
+        let store = self.runtime.block_on(s3_store(bucket))?;
+        stores.insert(bucket.to_string(), store.clone());
+        Ok(store)
+    }
+
+    /// The objects under a prefix (or matching a glob pattern in the key, such as
+    /// `s3://bucket/AWSLogs/*/CloudTrail/us-east-1/2024/**`), sorted by key. Keys with a
+    /// `.`- or `_`-prefixed segment below the prefix are skipped, as in local directory walks;
+    /// a URL naming one object returns that object.
+    pub fn list(&self, url: &S3Url) -> Result<Vec<RemoteObject>, StoreError> {
+        let _span = info_span!("list", %url).entered();
+        let store = self.store(&url.bucket)?;
+        let (base, matcher) = glob_split(url)?;
+        let access = |error| StoreError::Access {
+            url: url.to_string(),
+            error,
+        };
+        let prefix = base.path();
+        let metas: Vec<ObjectMeta> = self
+            .runtime
+            .block_on(store.list(prefix.as_ref()).try_collect())
+            .map_err(access)?;
+        let base_parts = prefix.as_ref().map_or(0, |p| p.parts().count());
+        let mut objects: Vec<RemoteObject> = metas
+            .into_iter()
+            .filter(|meta| {
+                !meta
+                    .location
+                    .parts()
+                    .skip(base_parts)
+                    .any(|part| part.as_ref().starts_with(['.', '_']))
+            })
+            .filter(|meta| {
+                matcher
+                    .as_ref()
+                    .is_none_or(|m| m.is_match(meta.location.as_ref()))
+            })
+            .map(|meta| self.remote(&store, url, meta))
+            .collect();
+        if objects.is_empty()
+            && matcher.is_none()
+            && let Some(path) = url.path()
+        {
+            match self.runtime.block_on(store.head(&path)) {
+                Ok(meta) => objects.push(self.remote(&store, url, meta)),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(source) => return Err(access(source)),
+            }
+        }
+        objects.sort();
+        debug!(objects = objects.len(), "listed");
+        Ok(objects)
+    }
+
+    fn remote(&self, store: &Arc<dyn ObjectStore>, url: &S3Url, meta: ObjectMeta) -> RemoteObject {
+        RemoteObject {
+            url: S3Url {
+                bucket: url.bucket.clone(),
+                key: meta.location.to_string(),
+            },
+            location: meta.location,
+            size: meta.size,
+            modified: meta.last_modified.timestamp_nanos_opt().map(i128::from),
+            store: store.clone(),
+            runtime: self.runtime.handle().clone(),
+        }
+    }
+
+    /// The first key under `url`, if any: a new dataset is only written under an empty prefix.
+    pub fn first_key(&self, url: &S3Url) -> Result<Option<String>, StoreError> {
+        let store = self.store(&url.bucket)?;
+        let prefix = url.path();
+        let first = self
+            .runtime
+            .block_on(async { store.list(prefix.as_ref()).next().await })
+            .transpose()
+            .map_err(|error| StoreError::Access {
+                url: url.to_string(),
+                error,
+            })?;
+        Ok(first.map(|meta| meta.location.to_string()))
+    }
+
+    /// Uploads the files under `local` to `dest`, keeping their relative paths, in the order
+    /// given (`relative` paths with `/` separators); large files go up in parts. Returns the bytes
+    /// uploaded.
+    pub fn upload(
+        &self,
+        local: &Path,
+        dest: &S3Url,
+        relative: &[String],
+        on_file: &(dyn Fn(u64) + Sync),
+    ) -> Result<u64, StoreError> {
+        let store = self.store(&dest.bucket)?;
+        let mut total = 0;
+        for file in relative {
+            let source = local.join(file);
+            let target = dest.join(file);
+            let _span = info_span!("upload", url = %target).entered();
+            let bytes = self
+                .runtime
+                .block_on(upload_file(store.clone(), &source, &target))?;
+            on_file(bytes);
+            total += bytes;
+        }
+        Ok(total)
+    }
+}
+
+async fn upload_file(store: Arc<dyn ObjectStore>, source: &Path, target: &S3Url) -> Result<u64, StoreError> {
+    use tokio::io::AsyncWriteExt;
+    let local = |e| StoreError::Local {
+        path: source.display().to_string(),
+        error: e,
+    };
+    let remote = |e: io::Error| StoreError::Url {
+        url: target.to_string(),
+        message: format!("upload failed: {e}"),
+    };
+    let mut file = tokio::fs::File::open(source).await.map_err(local)?;
+    let location = target.path().ok_or_else(|| StoreError::Url {
+        url: target.to_string(),
+        message: "not an object key".into(),
+    })?;
+    let mut writer = object_store::buffered::BufWriter::new(store, location);
+    let bytes = match tokio::io::copy(&mut file, &mut writer).await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            let _ = writer.abort().await;
+            return Err(remote(e));
+        }
+    };
+    writer.shutdown().await.map_err(remote)?;
+    Ok(bytes)
+}
+
+/// Splits a URL whose key holds glob characters into the literal prefix to list and a matcher
+/// for whole keys.
+fn glob_split(url: &S3Url) -> Result<(S3Url, Option<GlobMatcher>), StoreError> {
+    if !url.key.contains(['*', '?', '[', '{']) {
+        return Ok((url.clone(), None));
+    }
+    let literal: Vec<&str> = url
+        .key
+        .split('/')
+        .take_while(|part| !part.contains(['*', '?', '[', '{']))
+        .collect();
+    let matcher = globset::GlobBuilder::new(&url.key)
+        .literal_separator(true)
+        .build()
+        .map_err(|e| StoreError::Url {
+            url: url.to_string(),
+            message: format!("invalid glob pattern: {e}"),
+        })?
+        .compile_matcher();
+    let base = S3Url {
+        bucket: url.bucket.clone(),
+        key: literal.join("/"),
+    };
+    Ok((base, Some(matcher)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_s3_urls() {
+        let url = S3Url::parse("s3://trail/AWSLogs/123/").unwrap().unwrap();
+        assert_eq!((url.bucket.as_str(), url.key.as_str()), ("trail", "AWSLogs/123"));
+        assert_eq!(url.to_string(), "s3://trail/AWSLogs/123");
+        assert_eq!(url.join("a/b.parquet").key, "AWSLogs/123/a/b.parquet");
+        let root = S3Url::parse("s3a://trail").unwrap().unwrap();
+        assert_eq!(root.key, "");
+        assert!(root.path().is_none());
+        assert_eq!(root.join("x").key, "x");
+        assert!(S3Url::parse("/tmp/x").is_none());
+        let error = S3Url::parse("s3:///key").unwrap().unwrap_err().to_string();
+        assert!(error.contains("no bucket name"), "{error}");
+    }
+
+    #[test]
+    fn s3_error_bodies_become_one_line() {
+        let body = "Server returned non-2xx status code: 404 Not Found: <?xml version=\"1.0\"?>\n\
+            <Error><Code>NoSuchBucket</Code><Message>The specified bucket does not exist</Message></Error>";
+        let error = object_store::Error::Generic {
+            store: "S3",
+            source: body.into(),
+        };
+        assert_eq!(
+            one_line(&error),
+            "NoSuchBucket: The specified bucket does not exist"
+        );
+        let refused = object_store::Error::Generic {
+            store: "S3",
+            source:
+                "Error performing GET http://h/b in 3.5s, after 10 retries - HTTP error: connection refused"
+                    .into(),
+        };
+        assert_eq!(
+            one_line(&refused),
+            "Error performing GET http://h/b: HTTP error: connection refused"
+        );
+    }
+
+    #[test]
+    fn globs_list_their_literal_prefix() {
+        let url = S3Url::parse("s3://b/AWSLogs/*/CloudTrail/us-east-1/**")
+            .unwrap()
+            .unwrap();
+        let (base, matcher) = glob_split(&url).unwrap();
+        assert_eq!(base.key, "AWSLogs");
+        let matcher = matcher.unwrap();
+        assert!(matcher.is_match("AWSLogs/1/CloudTrail/us-east-1/2024/01/02/x.json.gz"));
+        assert!(!matcher.is_match("AWSLogs/1/CloudTrail/eu-west-1/2024/01/02/x.json.gz"));
+        assert!(!matcher.is_match("AWSLogs/1/2/CloudTrail/us-east-1/x.json.gz"));
+        let plain = S3Url::parse("s3://b/AWSLogs").unwrap().unwrap();
+        assert!(glob_split(&plain).unwrap().1.is_none());
+    }
+}

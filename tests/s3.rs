@@ -1,0 +1,277 @@
+//! S3 end to end against a real S3-compatible server: moto's server mode on 127.0.0.1, installed
+//! from PyPI into a local virtualenv by scripts/python-venv.sh and started by this test. The
+//! fixtures are uploaded in CloudTrail's own key layout, converted from the bucket to another
+//! bucket with the real binary, and queried there with `keytrail sql`; every figure is compared
+//! with a local conversion of the same files.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+
+use common::*;
+
+/// The moto server; stopped when dropped, also when an assertion fails.
+struct S3Server {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    endpoint: String,
+    objects: u64,
+    records: u64,
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(log: &Path) -> S3Server {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let setup = Command::new("bash")
+        .arg(root.join("scripts/python-venv.sh"))
+        .arg(root.join("tests/s3/requirements.txt"))
+        .arg("s3-venv")
+        .output()
+        .unwrap();
+    assert!(
+        setup.status.success(),
+        "installing moto failed:\n{}",
+        String::from_utf8_lossy(&setup.stderr)
+    );
+    let python = String::from_utf8(setup.stdout).unwrap().trim().to_string();
+    let mut command = Command::new(python);
+    command
+        .arg(root.join("tests/s3/moto_s3.py"))
+        .args(["--bucket", "trail-logs", "--bucket", "lake"]);
+    for file in std::fs::read_dir(data("invictus/CloudTrail")).unwrap() {
+        command.arg("--trail").arg(file.unwrap().path());
+    }
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let fields: std::collections::HashMap<&str, &str> = line
+        .split_whitespace()
+        .filter_map(|f| f.split_once('='))
+        .collect();
+    let server = S3Server {
+        child,
+        stdin,
+        endpoint: fields.get("endpoint").map(|s| s.to_string()).unwrap_or_default(),
+        objects: fields.get("objects").and_then(|n| n.parse().ok()).unwrap_or(0),
+        records: fields.get("records").and_then(|n| n.parse().ok()).unwrap_or(0),
+    };
+    assert!(
+        line.starts_with("ready ") && server.endpoint.starts_with("http://127.0.0.1:"),
+        "the S3 server did not start: {line:?}\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    server
+}
+
+fn keytrail(server: &S3Server) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_keytrail"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("AWS_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .env("AWS_ENDPOINT_URL", &server.endpoint)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("NO_COLOR", "1");
+    command
+}
+
+fn run(command: &mut Command) -> Output {
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{command:?} failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn summary_of(output: &Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not a JSON summary ({e}):\n{}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+const BY_REGION: &str = "SELECT region, event_date, count(*) AS events, count(DISTINCT event_id) AS ids, \
+    min(event_time) AS first, max(event_time) AS last FROM events GROUP BY region, event_date ORDER BY region, event_date";
+const KMS: &str = "SELECT event_name, count(*) AS calls FROM events \
+    WHERE event_source = 'kms.amazonaws.com' GROUP BY event_name ORDER BY event_name";
+
+#[test]
+fn convert_from_bucket_to_bucket_and_query_there() {
+    let scratch = tempfile::tempdir().unwrap();
+    let server = start_server(&scratch.path().join("moto.log"));
+    let (local, local_summary) = convert_into(&[data("invictus/CloudTrail")], |_| {});
+    let local_out = local.path().join("out");
+    assert_eq!(server.records, 2_900);
+
+    // Bucket to bucket.
+    let converted = run(keytrail(&server).args([
+        "convert",
+        "s3://trail-logs/AWSLogs/",
+        "-o",
+        "s3://lake/cloudtrail",
+        "--json",
+        "--progress",
+        "off",
+    ]));
+    let summary = summary_of(&converted);
+    assert_eq!(summary["output"], "s3://lake/cloudtrail");
+    assert_eq!(summary["input_files"], server.objects);
+    assert_eq!(summary["events_read"], server.records);
+    assert_eq!(summary["rows_written"], local_summary.rows_written);
+    assert_eq!(summary["skipped_files"]["digest"], 1);
+    assert_eq!(summary["problem_count"], 0);
+    assert_eq!(summary["files_written"], local_summary.files_written);
+
+    // The same answers from the bucket as from the local conversion.
+    for query in [BY_REGION, KMS] {
+        let remote = run(keytrail(&server).args(["sql", "s3://lake/cloudtrail", query, "--format", "csv"]));
+        let local = run(keytrail(&server)
+            .args(["sql"])
+            .arg(&local_out)
+            .args([query, "--format", "csv"]));
+        let remote = String::from_utf8(remote.stdout).unwrap();
+        assert!(remote.lines().count() > 1, "{remote}");
+        assert_eq!(remote, String::from_utf8(local.stdout).unwrap(), "{query}");
+    }
+    let counted = run(keytrail(&server).args([
+        "sql",
+        "s3://lake/cloudtrail/",
+        "SELECT count(*) FROM kms_events WHERE region = 'us-east-1'",
+        "--format",
+        "csv",
+    ]));
+    let kms_rows: u64 = String::from_utf8(counted.stdout)
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let batch = read_all(&local_out);
+    let expected_kms = strings(&batch, "event_source")
+        .iter()
+        .filter(|s| s.as_deref() == Some("kms.amazonaws.com"))
+        .count() as u64;
+    assert_eq!(kms_rows, expected_kms);
+
+    // A dataset is only written under an empty prefix.
+    let again = keytrail(&server)
+        .args([
+            "convert",
+            "s3://trail-logs/AWSLogs/",
+            "-o",
+            "s3://lake/cloudtrail",
+            "--progress",
+            "off",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(again.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("s3://lake/cloudtrail: not empty (it holds s3://lake/cloudtrail/"),
+        "{stderr}"
+    );
+
+    // Globs in the key select objects; a local output can be kept up to date incrementally.
+    let mirror = scratch.path().join("mirror");
+    let pattern = "s3://trail-logs/AWSLogs/*/CloudTrail/us-east-1/2023/**";
+    let first = summary_of(&run(keytrail(&server)
+        .args([
+            "convert",
+            pattern,
+            "--incremental",
+            "--json",
+            "--progress",
+            "off",
+            "-o",
+        ])
+        .arg(&mirror)));
+    assert_eq!(
+        first["input_files"],
+        server.objects - 1,
+        "the digest is not matched"
+    );
+    assert_eq!(first["rows_written"], local_summary.rows_written);
+    let second = summary_of(&run(keytrail(&server)
+        .args([
+            "convert",
+            pattern,
+            "--incremental",
+            "--json",
+            "--progress",
+            "off",
+            "-o",
+        ])
+        .arg(&mirror)));
+    assert_eq!(second["unchanged_inputs"], server.objects - 1);
+    assert_eq!(second["rows_written"], 0);
+}
+
+#[test]
+fn unreachable_buckets_and_missing_prefixes_are_clear_errors() {
+    let scratch = tempfile::tempdir().unwrap();
+    let server = start_server(&scratch.path().join("moto.log"));
+
+    let missing = keytrail(&server)
+        .args(["convert", "s3://no-such-bucket/AWSLogs/", "-o"])
+        .arg(scratch.path().join("out"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(missing.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("s3://no-such-bucket/AWSLogs/"), "{stderr}");
+    assert!(
+        stderr.to_lowercase().contains("nosuchbucket") || stderr.contains("not exist"),
+        "{stderr}"
+    );
+
+    let empty = keytrail(&server)
+        .args(["convert", "s3://trail-logs/nothing-here", "-o"])
+        .arg(scratch.path().join("out"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&empty.stderr);
+    assert_eq!(empty.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("s3://trail-logs/nothing-here: no objects found"),
+        "{stderr}"
+    );
+
+    let sql = keytrail(&server)
+        .args(["sql", "s3://lake/nothing", "SELECT 1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&sql.stderr);
+    assert_eq!(sql.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("s3://lake/nothing: no Parquet files found"),
+        "{stderr}"
+    );
+}
