@@ -39,18 +39,7 @@ fn pyarrow_duckdb_and_spark_read_the_output() {
     std::fs::write(&ddl_path, ddl).unwrap();
 
     let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
-    let setup = Command::new("bash")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/python-venv.sh"))
-        .arg(here.join("requirements.txt"))
-        .arg("interop-venv")
-        .output()
-        .unwrap();
-    assert!(
-        setup.status.success(),
-        "installing pyarrow, DuckDB and PySpark failed:\n{}",
-        String::from_utf8_lossy(&setup.stderr)
-    );
-    let python = String::from_utf8(setup.stdout).unwrap().trim().to_string();
+    let python = python_venv("tests/interop/requirements.txt", "interop-venv");
     let check = Command::new(python)
         .arg(here.join("check_readers.py"))
         .arg(&out)

@@ -31,18 +31,7 @@ impl Drop for S3Server {
 
 fn start_server(log: &Path) -> S3Server {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let setup = Command::new("bash")
-        .arg(root.join("scripts/python-venv.sh"))
-        .arg(root.join("tests/s3/requirements.txt"))
-        .arg("s3-venv")
-        .output()
-        .unwrap();
-    assert!(
-        setup.status.success(),
-        "installing moto failed:\n{}",
-        String::from_utf8_lossy(&setup.stderr)
-    );
-    let python = String::from_utf8(setup.stdout).unwrap().trim().to_string();
+    let python = python_venv("tests/s3/requirements.txt", "s3-venv");
     let mut command = Command::new(python);
     command
         .arg(root.join("tests/s3/moto_s3.py"))
@@ -192,44 +181,35 @@ fn convert_from_bucket_to_bucket_and_query_there() {
         ])
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&again.stderr);
-    assert_eq!(again.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("s3://lake/cloudtrail: not empty (it holds s3://lake/cloudtrail/"),
-        "{stderr}"
+    fails_with(
+        &again,
+        "s3://lake/cloudtrail: not empty (it holds s3://lake/cloudtrail/",
     );
 
     // Globs in the key select objects; a local output can be kept up to date incrementally.
     let mirror = scratch.path().join("mirror");
     let pattern = "s3://trail-logs/AWSLogs/*/CloudTrail/us-east-1/2023/**";
-    let first = summary_of(&run(keytrail(&server)
-        .args([
-            "convert",
-            pattern,
-            "--incremental",
-            "--json",
-            "--progress",
-            "off",
-            "-o",
-        ])
-        .arg(&mirror)));
+    let incremental = || {
+        summary_of(&run(keytrail(&server)
+            .args([
+                "convert",
+                pattern,
+                "--incremental",
+                "--json",
+                "--progress",
+                "off",
+                "-o",
+            ])
+            .arg(&mirror)))
+    };
+    let first = incremental();
     assert_eq!(
         first["input_files"],
         server.objects - 1,
         "the digest is not matched"
     );
     assert_eq!(first["rows_written"], local_summary.rows_written);
-    let second = summary_of(&run(keytrail(&server)
-        .args([
-            "convert",
-            pattern,
-            "--incremental",
-            "--json",
-            "--progress",
-            "off",
-            "-o",
-        ])
-        .arg(&mirror)));
+    let second = incremental();
     assert_eq!(second["unchanged_inputs"], server.objects - 1);
     assert_eq!(second["rows_written"], 0);
 }
@@ -239,39 +219,34 @@ fn unreachable_buckets_and_missing_prefixes_are_clear_errors() {
     let scratch = tempfile::tempdir().unwrap();
     let server = start_server(&scratch.path().join("moto.log"));
 
+    let out = scratch.path().join("out");
     let missing = keytrail(&server)
         .args(["convert", "s3://no-such-bucket/AWSLogs/", "-o"])
-        .arg(scratch.path().join("out"))
+        .arg(&out)
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&missing.stderr);
-    assert_eq!(missing.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("s3://no-such-bucket/AWSLogs/"), "{stderr}");
-    assert!(
-        stderr.to_lowercase().contains("nosuchbucket") || stderr.contains("not exist"),
-        "{stderr}"
+    fails_with(
+        &missing,
+        "s3://no-such-bucket/AWSLogs/: NoSuchBucket: The specified bucket does not exist",
     );
 
     let empty = keytrail(&server)
         .args(["convert", "s3://trail-logs/nothing-here", "-o"])
-        .arg(scratch.path().join("out"))
+        .arg(&out)
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&empty.stderr);
-    assert_eq!(empty.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("s3://trail-logs/nothing-here: no objects found"),
-        "{stderr}"
-    );
+    fails_with(&empty, "s3://trail-logs/nothing-here: no objects found");
 
     let sql = keytrail(&server)
         .args(["sql", "s3://lake/nothing", "SELECT 1"])
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&sql.stderr);
-    assert_eq!(sql.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("s3://lake/nothing: no Parquet files found"),
-        "{stderr}"
-    );
+    fails_with(&sql, "s3://lake/nothing: no Parquet files found");
+}
+
+/// The command exited 1 and said `message` on stderr.
+fn fails_with(output: &Output, message: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(message), "expected {message:?} in:\n{stderr}");
 }

@@ -17,6 +17,27 @@ pub fn data(relative: &str) -> String {
         .into_owned()
 }
 
+/// The python of a virtualenv with the packages of `requirements` (relative to the repository),
+/// created or reused by scripts/python-venv.sh under ~/.cache/keytrail/`name`.
+pub fn python_venv(requirements: &str, name: &str) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let setup = std::process::Command::new("bash")
+        .arg(root.join("scripts/python-venv.sh"))
+        .arg(root.join(requirements))
+        .arg(name)
+        .output()
+        .expect("bash runs");
+    assert!(
+        setup.status.success(),
+        "installing {requirements} failed:\n{}",
+        String::from_utf8_lossy(&setup.stderr)
+    );
+    String::from_utf8(setup.stdout)
+        .expect("a path")
+        .trim()
+        .to_string()
+}
+
 /// Converts `inputs` into a fresh temporary directory.
 pub fn convert_into(
     inputs: &[String],
