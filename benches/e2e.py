@@ -9,6 +9,7 @@ Contenders, each run as its own process (wall time and peak RSS from wait4):
   floor gunzip   keytrail-floor --mode gunzip: read and decompress every file
   floor split    keytrail-floor --mode split: decompress + serde_json Vec<&RawValue> of Records
   keytrail       keytrail convert TREE -o OUT -j T (partitioned zstd Parquet, as users run it)
+  keytrail baseline   (with --baseline BIN) an earlier build, for before/after in one run
   duckdb         read_json + unnest(Records) + COPY ... (FORMAT parquet, PARTITION_BY ...), the
                  way a user would write it, SET threads = T
 
@@ -32,6 +33,7 @@ import sys, duckdb
 tree, out, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
 con = duckdb.connect()
 con.execute(f"SET threads = {threads}")
+con.execute("SET enable_progress_bar = false")
 rows = con.execute(f'''
 COPY (
   WITH events AS (
@@ -69,6 +71,7 @@ def main():
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-duckdb", action="store_true")
+    parser.add_argument("--baseline", help="another keytrail binary (an earlier build) to time in the same run")
     parser.add_argument("--work", default=None, help="scratch directory for outputs (default: beside the tree)")
     args = parser.parse_args()
 
@@ -85,6 +88,9 @@ def main():
         "keytrail": lambda out: [args.keytrail, "convert", str(tree), "-o", str(out), "-j", threads,
                                  "--json", "--progress", "off"],
     }
+    if args.baseline:
+        contenders["keytrail baseline"] = lambda out: [args.baseline, "convert", str(tree), "-o", str(out), "-j", threads,
+                                                       "--json", "--progress", "off"]
     if not args.skip_duckdb:
         contenders["duckdb"] = lambda out: [sys.executable, "-c", DUCKDB_SCRIPT, str(tree), str(out), threads]
 
@@ -104,19 +110,19 @@ def main():
                     facts["json_bytes"] = report["decompressed_bytes"]
                     if name == "floor split":
                         facts["events"] = report["records"]
-                elif name == "keytrail":
+                elif name.startswith("keytrail"):
                     summary = json.loads(stdout)
-                    facts["keytrail_rows"] = summary["rows_written"]
-                    facts["keytrail_files"] = summary["files_written"]
+                    facts[f"{name}_rows"] = summary["rows_written"]
                 else:
-                    facts["duckdb_rows"] = int(stdout.strip())
+                    facts["duckdb_rows"] = int(stdout.split()[-1])
                 shutil.rmtree(out, ignore_errors=True)
                 print(f"round {round_ + 1} {name}: {seconds:.2f} s, {rss:.0f} MiB", file=sys.stderr)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     events = facts["events"]
-    if facts.get("keytrail_rows") != events or facts.get("duckdb_rows", events) != events:
+    counts = [facts[f"{name}_rows"] for name in runs if not name.startswith("floor")]
+    if any(count != events for count in counts):
         sys.exit(f"row counts disagree: {facts}")
     median = {name: statistics.median(s for s, _ in r) for name, r in runs.items()}
     peak = {name: max(m for _, m in r) for name, r in runs.items()}

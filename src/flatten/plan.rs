@@ -3,6 +3,10 @@
 
 use std::collections::HashMap;
 
+/// Looked up for every top-level member of every event, so the hash must be fast; the map holds
+/// only the schema's keys and never grows with input, so a keyed (SipHash) hash protects nothing.
+type KeyMap = HashMap<String, usize, xxhash_rust::xxh3::Xxh3DefaultBuilder>;
+
 use arrow::datatypes::SchemaRef;
 use serde_json::{Map, Value};
 
@@ -59,6 +63,8 @@ impl Node {
         };
         for (key, child_value) in object {
             match self.children.iter().find(|(k, _)| k == key) {
+                // Known leaves kept whole need no path: only build one to descend or to report.
+                Some((_, child)) if child.whole || child_value.is_null() => {}
                 Some((_, child)) => child.collect_unknown(child_value, &format!("{path}.{key}"), unmapped),
                 None => {
                     unmapped.insert(format!("{path}.{key}"), child_value.clone());
@@ -108,8 +114,8 @@ pub(crate) struct ColumnPlan {
 pub(crate) struct Plan {
     pub arrow: SchemaRef,
     pub slots: Vec<SlotInfo>,
-    pub slot_by_key: HashMap<String, usize>,
-    pub slot_by_lower: HashMap<String, usize>,
+    pub slot_by_key: KeyMap,
+    pub slot_by_lower: KeyMap,
     pub columns: Vec<ColumnPlan>,
     pub event_time: PathSpec,
     pub event_source: PathSpec,
@@ -119,7 +125,7 @@ pub(crate) struct Plan {
 /// Used while compiling: registers slots and paths.
 pub(crate) struct PlanBuilder {
     slots: Vec<SlotInfo>,
-    slot_by_key: HashMap<String, usize>,
+    slot_by_key: KeyMap,
 }
 
 impl PlanBuilder {
@@ -157,7 +163,7 @@ impl Plan {
     pub(crate) fn compile(schema: &Schema) -> Result<Plan, String> {
         let mut builder = PlanBuilder {
             slots: Vec::new(),
-            slot_by_key: HashMap::new(),
+            slot_by_key: KeyMap::default(),
         };
         let mut columns = Vec::with_capacity(schema.columns().len());
         let last = schema.columns().len().saturating_sub(1);

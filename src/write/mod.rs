@@ -375,8 +375,8 @@ struct Cursor {
 }
 
 impl Cursor {
-    fn key(&self) -> SortKey<'_> {
-        row_key(&self.batch, self.row)
+    fn key(&self, columns: &KeyColumns) -> SortKey<'_> {
+        row_key(&self.batch, columns, self.row)
     }
 }
 
@@ -399,18 +399,23 @@ struct SortKey<'a> {
     text: [Option<&'a str>; 6],
 }
 
-fn row_key(batch: &RecordBatch, row: usize) -> SortKey<'_> {
-    let text = |name: &str| {
-        let values = batch
-            .column_by_name(name)
-            .expect("sort columns exist")
-            .as_string::<i32>();
+/// Where the text columns of [`SORT_COLUMNS`] are in a batch's schema; looked up once per batch
+/// (or per merge), not per row.
+type KeyColumns = [usize; 6];
+
+fn key_columns(schema: &arrow::datatypes::Schema) -> KeyColumns {
+    std::array::from_fn(|i| schema.index_of(SORT_COLUMNS[i + 1]).expect("sort columns exist"))
+}
+
+fn row_key<'b>(batch: &'b RecordBatch, columns: &KeyColumns, row: usize) -> SortKey<'b> {
+    let text = |index: usize| {
+        let values = batch.column(index).as_string::<i32>();
         (!values.is_null(row)).then(|| values.value(row))
     };
     let times = batch.column(0).as_primitive::<TimestampMicrosecondType>();
     SortKey {
         time: times.value(row),
-        text: std::array::from_fn(|i| text(SORT_COLUMNS[i + 1])),
+        text: std::array::from_fn(|i| text(columns[i])),
     }
 }
 
@@ -438,14 +443,29 @@ fn cmp_keys(a: SortKey<'_>, b: SortKey<'_>) -> std::cmp::Ordering {
 /// as well as the id keeps hand-written examples that reuse an id apart.
 type Identity = (i64, String, Option<String>, Option<String>);
 
-fn identity(key: SortKey<'_>) -> Option<Identity> {
+/// The identity of a row, borrowed from its batch.
+type IdentityRef<'a> = (i64, &'a str, Option<&'a str>, Option<&'a str>);
+
+fn identity_ref(key: SortKey<'_>) -> Option<IdentityRef<'_>> {
     let [id, account, name, ..] = key.text;
-    Some((
-        key.time,
-        id?.to_string(),
+    Some((key.time, id?, account, name))
+}
+
+fn owned(identity: IdentityRef<'_>) -> Identity {
+    let (time, id, account, name) = identity;
+    (
+        time,
+        id.to_string(),
         account.map(str::to_string),
         name.map(str::to_string),
-    ))
+    )
+}
+
+fn same(owned: &Identity, borrowed: &IdentityRef<'_>) -> bool {
+    owned.0 == borrowed.0
+        && owned.1 == borrowed.1
+        && owned.2.as_deref() == borrowed.2
+        && owned.3.as_deref() == borrowed.3
 }
 
 /// Drops rows whose identity was already written: earlier in this partition (adjacent, thanks to
@@ -474,7 +494,11 @@ impl Dedup {
             let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), wanted);
             for batch in builder.with_projection(mask).build().map_err(parquet_error)? {
                 let batch = batch.map_err(arrow_error("reading committed event ids"))?;
-                committed.extend((0..batch.num_rows()).filter_map(|row| identity(row_key(&batch, row))));
+                let columns = key_columns(&batch.schema());
+                committed.extend(
+                    (0..batch.num_rows())
+                        .filter_map(|row| identity_ref(row_key(&batch, &columns, row)).map(owned)),
+                );
             }
         }
         Ok(Dedup {
@@ -485,16 +509,28 @@ impl Dedup {
     }
 
     fn filter(&mut self, batch: &RecordBatch) -> Result<RecordBatch, WriteError> {
+        let columns = key_columns(&batch.schema());
         let mut keep = Vec::with_capacity(batch.num_rows());
+        // Identities are compared where they lie in the batch; only the last one is copied, to
+        // compare the next batch's first row with.
+        let mut previous: Option<IdentityRef<'_>> = None;
         for row in 0..batch.num_rows() {
-            let Some(current) = identity(row_key(batch, row)) else {
+            let Some(current) = identity_ref(row_key(batch, &columns, row)) else {
                 keep.push(true);
                 continue;
             };
-            let duplicate = self.previous.as_ref() == Some(&current) || self.committed.contains(&current);
-            self.previous = Some(current);
+            let repeated = match &previous {
+                Some(previous) => *previous == current,
+                None => self.previous.as_ref().is_some_and(|p| same(p, &current)),
+            };
+            let duplicate =
+                repeated || (!self.committed.is_empty() && self.committed.contains(&owned(current)));
+            previous = Some(current);
             keep.push(!duplicate);
             self.dropped += u64::from(duplicate);
+        }
+        if let Some(last) = previous {
+            self.previous = Some(owned(last));
         }
         if keep.iter().all(|k| *k) {
             return Ok(batch.clone());
@@ -554,6 +590,10 @@ fn merge_runs(
         }
     }
     cursors.retain(|c| c.batch.num_rows() > 0);
+    let Some(first) = cursors.first() else {
+        return Ok(());
+    };
+    let columns = key_columns(&first.batch.schema());
     let mut chunk_batches: Vec<RecordBatch> = cursors.iter().map(|c| c.batch.clone()).collect();
     let mut slot: Vec<usize> = (0..cursors.len()).collect();
     let mut indices: Vec<(usize, usize)> = Vec::with_capacity(MERGE_BATCH_ROWS);
@@ -561,7 +601,9 @@ fn merge_runs(
     loop {
         let mut best: Option<usize> = None;
         for (i, cursor) in cursors.iter().enumerate() {
-            if live[i] && best.is_none_or(|b| cmp_keys(cursor.key(), cursors[b].key()).is_lt()) {
+            if live[i]
+                && best.is_none_or(|b| cmp_keys(cursor.key(&columns), cursors[b].key(&columns)).is_lt())
+            {
                 best = Some(i);
             }
         }
