@@ -51,10 +51,12 @@ pub fn convert_into(
     (dir, summary)
 }
 
-/// Every Parquet file under `dir`, sorted.
+/// Every Parquet file under `dir` that readers see, sorted: like Spark, Athena and DataFusion, it
+/// skips `.`- and `_`-prefixed names (staging areas of unfinished runs, keytrail's records).
 pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = walkdir::WalkDir::new(dir)
         .into_iter()
+        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with(['.', '_']))
         .filter_map(Result::ok)
         .map(|e| e.into_path())
         .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
