@@ -205,15 +205,17 @@ pub fn convert(
     options: &ConvertOptions,
     progress: &dyn ProgressSink,
 ) -> Result<ConvertSummary, ConvertError> {
-    let output_url = options.output.to_str().and_then(S3Url::parse).transpose()?;
-    let stores = if output_url.is_some() || options.inputs.iter().any(|i| S3Url::is_s3(i)) {
-        Some(Stores::new()?)
-    } else {
-        None
-    };
-    match output_url {
-        Some(url) => convert_to_s3(options, &url, stores.as_ref(), progress),
-        None => convert_local(options, stores.as_ref(), progress),
+    match options.output.to_str().and_then(S3Url::parse).transpose()? {
+        Some(url) => convert_to_s3(options, &url, &Stores::new()?, progress),
+        None => {
+            let stores = options
+                .inputs
+                .iter()
+                .any(|i| S3Url::is_s3(i))
+                .then(Stores::new)
+                .transpose()?;
+            convert_local(options, stores.as_ref(), progress)
+        }
     }
 }
 
@@ -223,10 +225,9 @@ pub fn convert(
 fn convert_to_s3(
     options: &ConvertOptions,
     url: &S3Url,
-    stores: Option<&Stores>,
+    stores: &Stores,
     progress: &dyn ProgressSink,
 ) -> Result<ConvertSummary, ConvertError> {
-    let stores = stores.expect("created for an s3:// output");
     let unsupported = |message: &str| ConvertError::Output {
         output: url.to_string(),
         message: message.to_string(),
@@ -701,17 +702,10 @@ fn convert_input(
             .map(|d| format!("{:032x}", d.digest128()))
             .unwrap_or_default()
     };
-    reading.report.manifest = match input {
-        Input::File(path) => manifest_entry(path).map(|entry| InputRecord {
-            hash: digest(),
-            ..entry
-        }),
-        Input::Object(object) => Some(InputRecord {
-            hash: digest(),
-            ..object_manifest_entry(object)
-        }),
-        Input::Stdin => None,
-    };
+    reading.report.manifest = manifest_entry(input).map(|entry| InputRecord {
+        hash: digest(),
+        ..entry
+    });
     finish_report(reading.report, items)
 }
 
@@ -734,49 +728,48 @@ fn select_inputs(inputs: Vec<Input>, output: &OutputDir) -> Selection {
         changed: Vec::new(),
     };
     for input in inputs {
-        if let Input::Object(object) = &input {
-            // Comparing content would mean downloading it: size and modification time decide.
-            let current = object_manifest_entry(object);
-            match converted.get(&current.path) {
-                None => selection.inputs.push(input),
-                Some(before) if before.size == current.size && before.modified == current.modified => {
-                    selection.unchanged += 1
-                }
-                Some(_) => {
-                    selection.changed.push(input.to_string());
-                    selection.inputs.push(input);
-                }
-            }
-            continue;
-        }
-        let Input::File(path) = &input else {
+        let Some(current) = manifest_entry(&input) else {
             selection.inputs.push(input);
             continue;
         };
-        let Some(current) = manifest_entry(path) else {
+        let Some(before) = converted.get(&current.path) else {
             selection.inputs.push(input);
             continue;
         };
-        match converted.get(&current.path) {
-            None => selection.inputs.push(input),
-            Some(before) if before.size == current.size && before.modified == current.modified => {
-                selection.unchanged += 1
-            }
-            Some(before) => match crate::read::file_digest(path) {
-                // Touched but not changed.
-                Ok(hash) if hash == before.hash => selection.unchanged += 1,
-                _ => {
-                    selection.changed.push(input.to_string());
-                    selection.inputs.push(input);
-                }
-            },
+        let unchanged = (before.size == current.size && before.modified == current.modified)
+            || match &input {
+                // Touched but not changed. Objects are not compared by content: that would mean
+                // downloading them twice.
+                Input::File(path) => crate::read::file_digest(path).is_ok_and(|hash| hash == before.hash),
+                Input::Object(_) | Input::Stdin => false,
+            };
+        if unchanged {
+            selection.unchanged += 1;
+        } else {
+            selection.changed.push(input.to_string());
+            selection.inputs.push(input);
         }
     }
     selection
 }
 
-/// Path (absolute), size and modification time of an input file; the hash is filled in later.
-fn manifest_entry(path: &std::path::Path) -> Option<InputRecord> {
+/// The manifest entry of an input before it is read (the hash is filled in once it has been):
+/// a file's absolute path, size and modification time, or an object's URL, size and
+/// modification time; none for stdin.
+fn manifest_entry(input: &Input) -> Option<InputRecord> {
+    match input {
+        Input::File(path) => file_manifest_entry(path),
+        Input::Object(object) => Some(InputRecord {
+            path: object.url.to_string(),
+            size: object.size,
+            modified: object.modified,
+            hash: String::new(),
+        }),
+        Input::Stdin => None,
+    }
+}
+
+fn file_manifest_entry(path: &std::path::Path) -> Option<InputRecord> {
     let absolute = std::fs::canonicalize(path).ok()?;
     let metadata = std::fs::metadata(&absolute).ok()?;
     let modified = metadata
@@ -790,16 +783,6 @@ fn manifest_entry(path: &std::path::Path) -> Option<InputRecord> {
         modified,
         hash: String::new(),
     })
-}
-
-/// URL, size and modification time of an object; the hash is filled in once it has been read.
-fn object_manifest_entry(object: &crate::store::RemoteObject) -> InputRecord {
-    InputRecord {
-        path: object.url.to_string(),
-        size: object.size,
-        modified: object.modified,
-        hash: String::new(),
-    }
 }
 
 fn finish_report(mut report: FileReport, items: u64) -> FileReport {

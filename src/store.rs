@@ -298,7 +298,7 @@ impl Stores {
                     .location
                     .parts()
                     .skip(base_parts)
-                    .any(|part| part.as_ref().starts_with(['.', '_']))
+                    .any(|part| crate::read::discover::is_hidden_name(part.as_ref()))
             })
             .filter(|meta| {
                 matcher

@@ -160,8 +160,13 @@ fn walk(
 }
 
 fn is_hidden(name: &std::ffi::OsStr) -> bool {
-    let name = name.to_string_lossy();
-    name.starts_with('.') || name.starts_with('_')
+    is_hidden_name(&name.to_string_lossy())
+}
+
+/// Whether a file or directory name (or an object-key segment) is one Hive, Spark, Athena and
+/// DataFusion treat as not-data: `.`- or `_`-prefixed.
+pub(crate) fn is_hidden_name(name: &str) -> bool {
+    name.starts_with(['.', '_'])
 }
 
 #[cfg(test)]

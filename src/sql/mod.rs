@@ -22,9 +22,11 @@ use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext, col};
 use datafusion::sql::parser::{DFParser, Statement};
 use datafusion::sql::sqlparser::dialect::dialect_from_str;
 
+use crate::read::discover::is_hidden_name;
 use crate::schema::Schema;
 use crate::store::{S3Url, StoreError};
 use crate::write::DatasetMarker;
+use crate::write::output::{MARKER_FILE, META_DIR};
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
 
@@ -84,7 +86,7 @@ impl SqlSession {
             return Err(SqlError::NotFound(dir.to_path_buf()));
         }
         let first_file = first_parquet_file(dir).ok_or_else(|| SqlError::NoParquet(dir.to_path_buf()))?;
-        let marker_path = dir.join(crate::write::output::META_DIR).join("dataset.json");
+        let marker_path = dir.join(META_DIR).join(MARKER_FILE);
         let partition_columns = match std::fs::read(&marker_path) {
             Ok(marker) => marker_partition_columns(&marker, &marker_path.display().to_string())?,
             Err(_) => {
@@ -113,7 +115,7 @@ impl SqlSession {
                 error,
             })
         };
-        let marker_url = url.join(&format!("{}/dataset.json", crate::write::output::META_DIR));
+        let marker_url = url.join(&format!("{META_DIR}/{MARKER_FILE}"));
         let marker_path = marker_url.path().expect("a key");
         let partition_columns = match store.get(&marker_path).await {
             Ok(got) => {
@@ -134,7 +136,7 @@ impl SqlSession {
                         .map(|p| p.as_ref().to_string())
                         .collect();
                     if meta.location.as_ref().ends_with(".parquet")
-                        && !parts.iter().any(|p| p.starts_with(['.', '_']))
+                        && !parts.iter().any(|p| is_hidden_name(p))
                     {
                         first = Some(parts);
                         break;
@@ -291,13 +293,7 @@ fn first_parquet_file(dir: &Path) -> Option<PathBuf> {
     walkdir::WalkDir::new(dir)
         .sort_by_file_name()
         .into_iter()
-        .filter_entry(|e| {
-            e.depth() == 0
-                || !e
-                    .file_name()
-                    .to_str()
-                    .is_some_and(|n| n.starts_with('.') || n.starts_with('_'))
-        })
+        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_str().is_some_and(is_hidden_name))
         .filter_map(Result::ok)
         .find(|e| e.file_type().is_file() && e.path().extension().is_some_and(|x| x == "parquet"))
         .map(|e| e.into_path())

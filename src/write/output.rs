@@ -19,7 +19,8 @@ use crate::schema::Schema;
 
 /// Folder (ignored by Hive, Spark, Athena, DuckDB and DataFusion) holding keytrail's own records.
 pub const META_DIR: &str = "_keytrail";
-const MARKER_FILE: &str = "dataset.json";
+/// The file under [`META_DIR`] describing the dataset ([`DatasetMarker`]).
+pub const MARKER_FILE: &str = "dataset.json";
 /// Folder under [`META_DIR`] with one record per run.
 pub const RUNS_DIR: &str = "runs";
 /// Folder under [`META_DIR`] with one quarantine folder per run.
