@@ -397,35 +397,53 @@ fn partition_keys_are_chosen_and_refusal_is_safe() {
 
 #[test]
 fn spilled_runs_merge_into_sorted_rolled_files() {
-    // A tiny memory limit forces spills; a tiny target size forces several files per partition.
-    let (dir, summary) = convert_into(&[data("invictus")], |o| {
-        o.batch_rows = 256;
-        o.write.memory_limit_bytes = 512 * 1024;
-        o.write.target_file_bytes = 64 * 1024;
-        o.write.row_group_rows = 500;
-    });
-    assert!(summary.spilled_runs > 1, "{}", summary.spilled_runs);
-    assert!(summary.files_written > 1);
-    assert_eq!(summary.rows_written, 2900);
-    let out = dir.path().join("out");
-    let mut previous_last = i64::MIN;
-    let mut ids = std::collections::HashSet::new();
-    for file in parquet_files(&out) {
-        let batch = read_file(&file);
-        let times: Vec<i64> = (0..batch.num_rows())
-            .map(|r| micros_at(&batch, "event_time", r).unwrap())
-            .collect();
-        assert!(
-            times.windows(2).all(|w| w[0] <= w[1]),
-            "{} is not sorted",
-            file.display()
+    use keytrail::write::SpillCompression;
+    let mut first_ids: Option<Vec<String>> = None;
+    for codec in [
+        SpillCompression::Lz4,
+        SpillCompression::None,
+        SpillCompression::Zstd,
+    ] {
+        // A tiny memory limit forces spills; a tiny target size forces several files per partition.
+        let (dir, summary) = convert_into(&[data("invictus")], |o| {
+            o.batch_rows = 256;
+            o.write.memory_limit_bytes = 512 * 1024;
+            o.write.target_file_bytes = 64 * 1024;
+            o.write.row_group_rows = 500;
+            o.write.spill_compression = codec;
+        });
+        assert!(summary.spilled_runs > 1, "{codec:?}: {}", summary.spilled_runs);
+        assert!(summary.files_written > 1);
+        assert_eq!(summary.rows_written, 2900);
+        let out = dir.path().join("out");
+        let mut previous_last = i64::MIN;
+        let mut ids = Vec::new();
+        for file in parquet_files(&out) {
+            let batch = read_file(&file);
+            let times: Vec<i64> = (0..batch.num_rows())
+                .map(|r| micros_at(&batch, "event_time", r).unwrap())
+                .collect();
+            assert!(
+                times.windows(2).all(|w| w[0] <= w[1]),
+                "{codec:?}: {} is not sorted",
+                file.display()
+            );
+            assert!(
+                times[0] >= previous_last,
+                "files of a partition follow each other in time"
+            );
+            previous_last = *times.last().unwrap();
+            ids.extend(strings(&batch, "event_id").into_iter().flatten());
+        }
+        let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            2900,
+            "{codec:?}: no row lost or doubled by the merge"
         );
-        assert!(
-            times[0] >= previous_last,
-            "files of a partition follow each other in time"
-        );
-        previous_last = *times.last().unwrap();
-        ids.extend(strings(&batch, "event_id").into_iter().flatten());
+        match &first_ids {
+            None => first_ids = Some(ids),
+            Some(first) => assert_eq!(first, &ids, "{codec:?}: same rows in the same order"),
+        }
     }
-    assert_eq!(ids.len(), 2900, "no row lost or doubled by the merge");
 }

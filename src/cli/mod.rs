@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
 use crate::convert::{ConvertOptions, convert};
-use crate::write::{PartitionKey, Partitioning, WriteOptions};
+use crate::write::{PartitionKey, Partitioning, SpillCompression, WriteOptions};
 
 /// Exit code: everything converted.
 pub const EXIT_OK: u8 = 0;
@@ -219,6 +219,10 @@ struct ConvertArgs {
     /// Buffer at most this much Arrow data in memory before spilling sorted runs to disk.
     #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
     memory_limit: u64,
+
+    /// Compression of the sorted runs spilled to disk beyond --memory-limit.
+    #[arg(long, value_enum, default_value = "lz4", value_name = "CODEC")]
+    spill_compression: SpillCompression,
 }
 
 fn parse_partitioning(text: &str) -> Result<Partitioning, String> {
@@ -432,6 +436,7 @@ fn run_convert(args: ConvertArgs, quiet: bool) -> anyhow::Result<u8> {
             target_file_bytes: args.target_file_size,
             memory_limit_bytes: usize::try_from(args.memory_limit).unwrap_or(usize::MAX),
             threads,
+            spill_compression: args.spill_compression,
             ..WriteOptions::default()
         },
     };

@@ -2,12 +2,12 @@
 
 use std::sync::Arc;
 
+use crate::read::json::Json;
 use arrow::array::{
     ArrayBuilder, ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder,
     MapBuilder, MapFieldNames, StringBuilder, StructBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field};
-use serde_json::Value;
 
 use super::time::{epoch_number_to_micros, parse_timestamp_micros};
 use crate::schema::{ColumnType, StructField, arrow_type, struct_fields};
@@ -98,7 +98,7 @@ impl ColumnBuilder {
     /// Appends a JSON value, coercing the spellings real logs use (`"true"`, numbers as strings,
     /// numbers where text is expected). `None` and JSON null append null. On [`WrongType`] a null
     /// has been appended.
-    pub(crate) fn append_json(&mut self, value: Option<&Value>) -> Result<(), WrongType> {
+    pub(crate) fn append_json(&mut self, value: Option<&Json<'_>>) -> Result<(), WrongType> {
         let Some(value) = value.filter(|v| !v.is_null()) else {
             self.append_null();
             return Ok(());
@@ -106,8 +106,8 @@ impl ColumnBuilder {
         let ok = match self {
             ColumnBuilder::Utf8(b) => {
                 match value {
-                    Value::String(s) => b.append_value(s),
-                    other => b.append_value(other.to_string()),
+                    Json::String(s) => b.append_value(s),
+                    other => b.append_value(other.to_json_string()),
                 }
                 true
             }
@@ -141,8 +141,8 @@ impl ColumnBuilder {
             },
             ColumnBuilder::Timestamp(b) => {
                 let micros = match value {
-                    Value::String(s) => parse_timestamp_micros(s),
-                    Value::Number(n) => n.as_f64().and_then(epoch_number_to_micros),
+                    Json::String(s) => parse_timestamp_micros(s),
+                    Json::Number(n) => n.as_f64().and_then(epoch_number_to_micros),
                     _ => None,
                 };
                 match micros {
@@ -154,13 +154,13 @@ impl ColumnBuilder {
                 }
             }
             ColumnBuilder::Map(b) => match value {
-                Value::Object(map) => {
+                Json::Object(map) => {
                     for (k, v) in map {
                         b.keys().append_value(k);
                         match v {
-                            Value::String(s) => b.values().append_value(s),
-                            Value::Null => b.values().append_null(),
-                            other => b.values().append_value(other.to_string()),
+                            Json::String(s) => b.values().append_value(s),
+                            Json::Null => b.values().append_null(),
+                            other => b.values().append_value(other.to_json_string()),
                         }
                     }
                     b.append(true).expect("map keys and values stay aligned");
@@ -169,18 +169,18 @@ impl ColumnBuilder {
                 _ => false,
             },
             ColumnBuilder::ListUtf8(b) => match value {
-                Value::Array(items) => {
+                Json::Array(items) => {
                     for item in items {
                         match item {
-                            Value::String(s) => b.values().append_value(s),
-                            Value::Null => b.values().append_null(),
-                            other => b.values().append_value(other.to_string()),
+                            Json::String(s) => b.values().append_value(s),
+                            Json::Null => b.values().append_null(),
+                            other => b.values().append_value(other.to_json_string()),
                         }
                     }
                     b.append(true);
                     true
                 }
-                Value::String(s) => {
+                Json::String(s) => {
                     b.values().append_value(s);
                     b.append(true);
                     true
@@ -200,7 +200,10 @@ impl ColumnBuilder {
     }
 
     /// Appends one list of structs. `elements` yields, per element, one value per struct field.
-    pub(crate) fn append_struct_list<'v>(&mut self, elements: impl Iterator<Item = Vec<Option<&'v Value>>>) {
+    pub(crate) fn append_struct_list<'v>(
+        &mut self,
+        elements: impl Iterator<Item = Vec<Option<&'v Json<'v>>>>,
+    ) {
         let ColumnBuilder::ListStruct(list) = self else {
             unreachable!("append_struct_list is only used on list<struct> columns")
         };
@@ -211,8 +214,8 @@ impl ColumnBuilder {
                     .field_builder::<StringBuilder>(i)
                     .expect("struct fields are utf8 (checked by the schema)");
                 match field.filter(|v| !v.is_null()) {
-                    Some(Value::String(s)) => builder.append_value(s),
-                    Some(other) => builder.append_value(other.to_string()),
+                    Some(Json::String(s)) => builder.append_value(s),
+                    Some(other) => builder.append_value(other.to_json_string()),
                     None => builder.append_null(),
                 }
             }
@@ -243,31 +246,31 @@ fn element_field(ty: ColumnType, fields: &[StructField]) -> Arc<Field> {
     }
 }
 
-fn as_bool(value: &Value) -> Option<bool> {
+fn as_bool(value: &Json<'_>) -> Option<bool> {
     match value {
-        Value::Bool(b) => Some(*b),
-        Value::String(s) if s.eq_ignore_ascii_case("true") => Some(true),
-        Value::String(s) if s.eq_ignore_ascii_case("false") => Some(false),
+        Json::Bool(b) => Some(*b),
+        Json::String(s) if s.eq_ignore_ascii_case("true") => Some(true),
+        Json::String(s) if s.eq_ignore_ascii_case("false") => Some(false),
         _ => None,
     }
 }
 
-fn as_i64(value: &Value) -> Option<i64> {
+fn as_i64(value: &Json<'_>) -> Option<i64> {
     match value {
-        Value::Number(n) => n.as_i64().or_else(|| {
+        Json::Number(n) => n.as_i64().or_else(|| {
             n.as_f64()
                 .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e18)
                 .map(|f| f as i64)
         }),
-        Value::String(s) => s.trim().parse().ok(),
+        Json::String(s) => s.trim().parse().ok(),
         _ => None,
     }
 }
 
-fn as_f64(value: &Value) -> Option<f64> {
+fn as_f64(value: &Json<'_>) -> Option<f64> {
     match value {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse().ok(),
+        Json::Number(n) => n.as_f64(),
+        Json::String(s) => s.trim().parse().ok(),
         _ => None,
     }
 }

@@ -3,6 +3,8 @@
 
 use serde_json::{Map, Value};
 
+use crate::read::json::Json;
+
 use super::Doc;
 use super::plan::{Parse, PathSpec, Plan, PlanBuilder};
 
@@ -158,7 +160,7 @@ impl KmsFacts {
         };
 
         let resource_keys: Vec<String> = match r.value(&paths.resources) {
-            Some(Value::Array(items)) => items
+            Some(Json::Array(items)) => items
                 .iter()
                 .filter_map(|item| {
                     let object = item.as_object()?;
@@ -248,15 +250,15 @@ struct Reader<'d, 'a, 'u> {
     unmapped: &'u mut Map<String, Value>,
 }
 
-impl<'d> Reader<'d, '_, '_> {
-    fn value(&mut self, path: &PathSpec) -> Option<&'d Value> {
+impl<'d, 'a> Reader<'d, 'a, '_> {
+    fn value(&mut self, path: &PathSpec) -> Option<&'d Json<'a>> {
         self.doc.lookup(path, self.unmapped)
     }
 
     fn text(&mut self, path: &PathSpec) -> Option<String> {
         match self.value(path)? {
-            Value::String(s) if !s.is_empty() => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
+            Json::String(s) if !s.is_empty() => Some(s.to_string()),
+            Json::Number(n) => Some(n.to_string()),
             _ => None,
         }
     }

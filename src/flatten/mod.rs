@@ -30,6 +30,8 @@ use arrow::error::ArrowError;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::read::json::Json;
+
 use crate::read::classify::TopFields;
 use crate::schema::Schema;
 use builders::ColumnBuilder;
@@ -92,13 +94,13 @@ impl Flattener {
 
         let event_time = match doc.lookup(&plan.event_time, &mut unmapped) {
             None => return Err(FlattenError::MissingEventTime),
-            Some(Value::String(s)) => time::parse_timestamp_micros(s)
+            Some(Json::String(s)) => time::parse_timestamp_micros(s)
                 .ok_or_else(|| FlattenError::InvalidEventTime(format!("{s:?}")))?,
-            Some(other) => return Err(FlattenError::InvalidEventTime(other.to_string())),
+            Some(other) => return Err(FlattenError::InvalidEventTime(other.to_json_string())),
         };
         let is_kms = matches!(
             doc.lookup(&plan.event_source, &mut unmapped),
-            Some(Value::String(s)) if s == "kms.amazonaws.com"
+            Some(Json::String(s)) if s == "kms.amazonaws.com"
         );
         let doc = if is_kms { doc.with_payloads(plan) } else { doc };
         let kms = is_kms.then(|| derive::KmsFacts::resolve(plan, &doc, &mut unmapped));
@@ -128,11 +130,12 @@ impl Flattener {
                     } else if let Err(builders::WrongType) = builder.append_json(found.map(|f| f.1))
                         && let Some((path, value)) = found
                     {
-                        unmapped.insert(path.text.clone(), value.clone());
+                        unmapped.insert(path.text.clone(), value.to_value());
                     }
                 }
                 Source::Derive(Rule::Unmapped) => {
-                    let text = (!unmapped.is_empty()).then(|| Value::Object(unmapped.clone()).to_string());
+                    let text =
+                        (!unmapped.is_empty()).then(|| serde_json::to_string(&unmapped).unwrap_or_default());
                     builder.append_str(text.as_deref());
                 }
                 Source::Derive(rule) => {
@@ -156,22 +159,22 @@ impl Flattener {
 fn append_struct_list(
     builder: &mut ColumnBuilder,
     fields: &[plan::StructFieldPlan],
-    found: Option<(&plan::PathSpec, &Value)>,
+    found: Option<(&plan::PathSpec, &Json<'_>)>,
     unmapped: &mut Map<String, Value>,
 ) {
     let Some((path, value)) = found else {
         builder.append_null();
         return;
     };
-    let Value::Array(elements) = value else {
-        unmapped.insert(path.text.clone(), value.clone());
+    let Json::Array(elements) = value else {
+        unmapped.insert(path.text.clone(), value.to_value());
         builder.append_null();
         return;
     };
     let mut rows = Vec::with_capacity(elements.len());
     for (i, element) in elements.iter().enumerate() {
-        let Value::Object(object) = element else {
-            unmapped.insert(format!("{}[{i}]", path.text), element.clone());
+        let Json::Object(object) = element else {
+            unmapped.insert(format!("{}[{i}]", path.text), element.to_value());
             continue;
         };
         let mut row = Vec::with_capacity(fields.len());
@@ -179,7 +182,7 @@ fn append_struct_list(
             let hit = field
                 .keys
                 .iter()
-                .find_map(|k| object.get_key_value(k.as_str()).filter(|(_, v)| !v.is_null()))
+                .find_map(|k| object.iter().find(|(name, v)| name == k && !v.is_null()))
                 .or_else(|| {
                     field.keys.iter().find_map(|k| {
                         object
@@ -192,7 +195,7 @@ fn append_struct_list(
         for (key, v) in object {
             let exact = fields.iter().any(|f| f.keys.iter().any(|k| k == key));
             if !exact {
-                unmapped.insert(format!("{}[{i}].{key}", path.text), v.clone());
+                unmapped.insert(format!("{}[{i}].{key}", path.text), v.to_value());
             }
         }
         rows.push(row);
@@ -203,7 +206,7 @@ fn append_struct_list(
 /// One event's top-level members, matched to the plan's slots.
 pub(crate) struct Doc<'a> {
     raw: Vec<Option<&'a RawValue>>,
-    values: Vec<Option<Value>>,
+    values: Vec<Option<Json<'a>>>,
 }
 
 impl<'a> Doc<'a> {
@@ -223,7 +226,7 @@ impl<'a> Doc<'a> {
             {
                 raw[slot] = Some(value);
             }
-            unmapped.insert(key.to_string(), parsed);
+            unmapped.insert(key.to_string(), parsed.to_value());
         }
         let values = raw
             .iter()
@@ -260,15 +263,15 @@ impl<'a> Doc<'a> {
         &'s self,
         path: &plan::PathSpec,
         unmapped: &mut Map<String, Value>,
-    ) -> Option<&'s Value> {
+    ) -> Option<&'s Json<'a>> {
         let mut value = self.values[path.slot].as_ref()?;
         for (depth, key) in path.rest.iter().enumerate() {
-            let object = value.as_object()?;
-            value = match object.get(key) {
+            value = match value.get(key) {
                 Some(v) => v,
                 None => {
+                    let object = value.as_object()?;
                     let (actual, v) = object.iter().find(|(k, _)| k.eq_ignore_ascii_case(key))?;
-                    unmapped.insert(path.variant_text(depth, actual), v.clone());
+                    unmapped.insert(path.variant_text(depth, actual), v.to_value());
                     v
                 }
             };
@@ -277,10 +280,10 @@ impl<'a> Doc<'a> {
     }
 }
 
-fn parse_raw(raw: &RawValue) -> Value {
+fn parse_raw(raw: &RawValue) -> Json<'_> {
     // The splitter and TopFields already validated this text, so parsing cannot fail; keep the
     // raw text as a string rather than panic if that ever stops being true.
-    serde_json::from_str(raw.get()).unwrap_or_else(|_| Value::String(raw.get().to_string()))
+    Json::parse(raw.get()).unwrap_or_else(|_| Json::String(raw.get().into()))
 }
 
 fn needs_minify(text: &str) -> bool {

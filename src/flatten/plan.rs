@@ -10,6 +10,8 @@ type KeyMap = HashMap<String, usize, xxhash_rust::xxh3::Xxh3DefaultBuilder>;
 use arrow::datatypes::SchemaRef;
 use serde_json::{Map, Value};
 
+use crate::read::json::Json;
+
 use super::builders::ColumnBuilder;
 use super::derive::{KmsPaths, Rule};
 use crate::schema::{ColumnType, Schema, Scope, StructField};
@@ -52,13 +54,13 @@ impl Node {
     }
 
     /// Records every key under `value` that no column reads (nor keeps whole) into `unmapped`.
-    pub(crate) fn collect_unknown(&self, value: &Value, path: &str, unmapped: &mut Map<String, Value>) {
+    pub(crate) fn collect_unknown(&self, value: &Json<'_>, path: &str, unmapped: &mut Map<String, Value>) {
         if self.whole || value.is_null() {
             return;
         }
-        let Value::Object(object) = value else {
+        let Json::Object(object) = value else {
             // A container the schema walks arrived as a scalar or array: keep it as it came.
-            unmapped.insert(path.to_string(), value.clone());
+            unmapped.insert(path.to_string(), value.to_value());
             return;
         };
         for (key, child_value) in object {
@@ -67,7 +69,7 @@ impl Node {
                 Some((_, child)) if child.whole || child_value.is_null() => {}
                 Some((_, child)) => child.collect_unknown(child_value, &format!("{path}.{key}"), unmapped),
                 None => {
-                    unmapped.insert(format!("{path}.{key}"), child_value.clone());
+                    unmapped.insert(format!("{path}.{key}"), child_value.to_value());
                 }
             }
         }

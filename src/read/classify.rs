@@ -7,6 +7,8 @@ use std::fmt;
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
+use super::json::BorrowedStr;
+
 /// The top-level members of a JSON object, values left unparsed.
 #[derive(Debug, Default)]
 pub struct TopFields<'a> {
@@ -29,28 +31,6 @@ impl<'a> TopFields<'a> {
     }
 }
 
-/// A key borrowed from the input unless it holds escapes (serde's own `Cow` always allocates).
-struct BorrowedKey<'de>(Cow<'de, str>);
-
-impl<'de> Deserialize<'de> for BorrowedKey<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = BorrowedKey<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(BorrowedKey(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(BorrowedKey(Cow::Owned(v.to_string())))
-            }
-        }
-        deserializer.deserialize_str(KeyVisitor)
-    }
-}
-
 impl<'de: 'a, 'a> Deserialize<'de> for TopFields<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct FieldsVisitor;
@@ -61,7 +41,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for TopFields<'a> {
             }
             fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
                 let mut fields = Vec::with_capacity(32);
-                while let Some(BorrowedKey(key)) = map.next_key()? {
+                while let Some(BorrowedStr(key)) = map.next_key()? {
                     let value: &'de RawValue = map.next_value()?;
                     fields.push((key, value));
                 }

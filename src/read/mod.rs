@@ -3,6 +3,7 @@
 
 pub mod classify;
 pub mod discover;
+pub(crate) mod json;
 pub mod split;
 
 use std::fmt;

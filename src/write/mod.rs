@@ -26,8 +26,9 @@ use arrow::compute::interleave_record_batch;
 use arrow::compute::{SortColumn, SortOptions, lexsort_to_indices, take_record_batch};
 use arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
 use arrow::error::ArrowError;
+use arrow::ipc::CompressionType;
 use arrow::ipc::reader::FileReader;
-use arrow::ipc::writer::FileWriter;
+use arrow::ipc::writer::{FileWriter, IpcWriteOptions};
 use tracing::{debug, info_span};
 
 pub use output::{DatasetMarker, InputRecord, OutputDir, OutputMode, prepare_output};
@@ -75,6 +76,30 @@ pub struct WriteOptions {
     pub row_group_rows: usize,
     /// Threads that encode Parquet at the end.
     pub threads: usize,
+    /// How spilled runs are compressed.
+    pub spill_compression: SpillCompression,
+}
+
+/// Compression of the sorted runs spilled to disk (each Arrow buffer compressed on its own).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SpillCompression {
+    /// Uncompressed Arrow IPC
+    None,
+    /// LZ4 frames: cheap to write and read, several times smaller
+    #[default]
+    Lz4,
+    /// Zstandard: smaller still, more CPU
+    Zstd,
+}
+
+impl SpillCompression {
+    fn ipc(self) -> Option<CompressionType> {
+        match self {
+            SpillCompression::None => None,
+            SpillCompression::Lz4 => Some(CompressionType::LZ4_FRAME),
+            SpillCompression::Zstd => Some(CompressionType::ZSTD),
+        }
+    }
 }
 
 impl Default for WriteOptions {
@@ -85,6 +110,7 @@ impl Default for WriteOptions {
             memory_limit_bytes: 256 * 1024 * 1024,
             row_group_rows: 128 * 1024,
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            spill_compression: SpillCompression::default(),
         }
     }
 }
@@ -205,7 +231,10 @@ impl DatasetWriter {
             .join(format!("run-{:06}.arrow", self.spills));
         self.spills += 1;
         let file = File::create(&run_path).map_err(io_error(&run_path))?;
-        let mut writer = FileWriter::try_new(BufWriter::new(file), &self.schema)
+        let ipc_options = IpcWriteOptions::default()
+            .try_with_compression(self.options.spill_compression.ipc())
+            .map_err(arrow_error("spilling a sorted run"))?;
+        let mut writer = FileWriter::try_new_with_options(BufWriter::new(file), &self.schema, ipc_options)
             .map_err(arrow_error("spilling a sorted run"))?;
         let mut rows = 0;
         for chunk in sorted {
