@@ -217,7 +217,7 @@ struct ConvertArgs {
     target_file_size: u64,
 
     /// Buffer at most this much Arrow data in memory before spilling sorted runs to disk.
-    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "96MiB", value_parser = parse_size)]
     memory_limit: u64,
 
     /// Compression of the sorted runs spilled to disk beyond --memory-limit.

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::read::json::Json;
 use arrow::array::{
-    ArrayBuilder, ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder,
+    Array, ArrayBuilder, ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder,
     MapBuilder, MapFieldNames, StringBuilder, StructBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field};
@@ -224,9 +224,17 @@ impl ColumnBuilder {
         list.append(true);
     }
 
+    /// Takes the rows appended so far as an array. A text column's next buffers are sized from
+    /// this batch (batches are alike), so they are neither regrown by doubling, copying as they
+    /// go, nor left up to half empty: the writer's memory limit then counts bytes that hold data.
     pub(crate) fn finish(&mut self) -> ArrayRef {
         match self {
-            ColumnBuilder::Utf8(b) => Arc::new(b.finish()),
+            ColumnBuilder::Utf8(b) => {
+                let array = b.finish();
+                let bytes = array.value_data().len();
+                *b = StringBuilder::with_capacity(array.len(), bytes + bytes / 8);
+                Arc::new(array)
+            }
             ColumnBuilder::Bool(b) => Arc::new(b.finish()),
             ColumnBuilder::Int32(b) => Arc::new(b.finish()),
             ColumnBuilder::Int64(b) => Arc::new(b.finish()),

@@ -44,6 +44,8 @@ struct OpenFile {
     staging: PathBuf,
     relative: String,
     rows: u64,
+    /// Most memory the writer's buffered row group held (logged: it is part of peak RSS).
+    peak_buffer_bytes: usize,
 }
 
 pub(crate) struct RollingWriter<'a> {
@@ -102,6 +104,7 @@ impl<'a> RollingWriter<'a> {
             staging,
             relative,
             rows: 0,
+            peak_buffer_bytes: 0,
         })
     }
 
@@ -125,6 +128,7 @@ impl<'a> RollingWriter<'a> {
             source,
         })?;
         file.rows += batch.num_rows() as u64;
+        file.peak_buffer_bytes = file.peak_buffer_bytes.max(file.writer.memory_size());
         let size = (file.writer.bytes_written() + file.writer.in_progress_size()) as u64;
         if size >= self.target_bytes {
             self.close(file)?;
@@ -140,6 +144,7 @@ impl<'a> RollingWriter<'a> {
             staging,
             relative,
             rows,
+            peak_buffer_bytes,
         } = file;
         let inner = writer.into_inner().map_err(|source| WriteError::Parquet {
             path: staging.clone(),
@@ -152,7 +157,7 @@ impl<'a> RollingWriter<'a> {
         // Durable before it is renamed into place.
         file.sync_all().map_err(io_error(&staging))?;
         let bytes = file.metadata().map_err(io_error(&staging))?.len();
-        debug!(file = %relative, rows, bytes, "parquet file written");
+        debug!(file = %relative, rows, bytes, peak_buffer_bytes, "parquet file written");
         self.files.push(WrittenFile {
             path: relative,
             rows,
