@@ -7,6 +7,7 @@
 //! slices of the input.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -114,6 +115,9 @@ impl<'de> Deserialize<'de> for BorrowedStr<'de> {
     }
 }
 
+/// Members of one object checked for a repeated key by a linear scan.
+const SCANNED_MEMBERS: usize = 32;
+
 struct JsonVisitor;
 
 impl<'de> Visitor<'de> for JsonVisitor {
@@ -173,11 +177,32 @@ impl<'de> Visitor<'de> for JsonVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json<'de>, A::Error> {
         let mut members: Vec<(Cow<'de, str>, Json<'de>)> = Vec::with_capacity(8);
+        // Repeated keys are found by a scan while the object is small (every real event) and by
+        // a hash index beyond that, so a hostile object with 100,000 keys stays linear.
+        let mut index: Option<HashMap<Cow<'de, str>, usize>> = None;
         while let Some(BorrowedStr(key)) = map.next_key()? {
             let value: Json<'de> = map.next_value()?;
-            match members.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, existing)) => *existing = value,
-                None => members.push((key, value)),
+            let existing = match &index {
+                Some(index) => index.get(&key).copied(),
+                None => members.iter().position(|(k, _)| *k == key),
+            };
+            match existing {
+                Some(at) => members[at].1 = value,
+                None => {
+                    if let Some(index) = &mut index {
+                        index.insert(key.clone(), members.len());
+                    }
+                    members.push((key, value));
+                    if index.is_none() && members.len() == SCANNED_MEMBERS {
+                        index = Some(
+                            members
+                                .iter()
+                                .enumerate()
+                                .map(|(i, (k, _))| (k.clone(), i))
+                                .collect(),
+                        );
+                    }
+                }
             }
         }
         Ok(Json::Object(members))
@@ -214,6 +239,21 @@ mod tests {
             assert_eq!(ours.to_json_string(), theirs.to_string(), "{text}");
             assert_eq!(ours.to_value(), theirs, "{text}");
         }
+    }
+
+    #[test]
+    fn large_objects_with_repeated_keys_match_serde_json() {
+        let mut text = String::from("{");
+        for i in 0..5000 {
+            // Every key appears twice: once early with the index, once later with its double.
+            text.push_str(&format!("\"k{}\":{},", i % 2500, i));
+        }
+        text.push_str("\"last\":null}");
+        let ours = Json::parse(&text).unwrap();
+        let theirs: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(ours.as_object().unwrap().len(), 2501);
+        assert_eq!(ours.to_json_string(), theirs.to_string());
+        assert_eq!(ours.get("k7"), Some(&Json::Number(2507.into())));
     }
 
     #[test]
