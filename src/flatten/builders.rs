@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use crate::read::json::Json;
 use arrow::array::{
     Array, ArrayBuilder, ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder,
     MapBuilder, MapFieldNames, StringBuilder, StructBuilder, TimestampMicrosecondBuilder,
@@ -10,6 +9,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field};
 
 use super::time::{epoch_number_to_micros, parse_timestamp_micros};
+use crate::read::json::Json;
 use crate::schema::{ColumnType, StructField, arrow_type, struct_fields};
 
 /// A value did not have a JSON type the column can hold; the caller keeps it in `unmapped`.

@@ -3,10 +3,9 @@
 
 use serde_json::{Map, Value};
 
-use crate::read::json::Json;
-
 use super::Doc;
 use super::plan::{Parse, PathSpec, Plan, PlanBuilder};
+use crate::read::json::Json;
 
 /// A rule that computes a column, named by `derive = "..."` in the schema file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

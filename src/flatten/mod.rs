@@ -30,9 +30,8 @@ use arrow::error::ArrowError;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::read::json::Json;
-
 use crate::read::classify::TopFields;
+use crate::read::json::Json;
 use crate::schema::Schema;
 use builders::ColumnBuilder;
 pub use derive::Rule;

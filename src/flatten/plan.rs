@@ -10,13 +10,12 @@ type KeyMap = HashMap<String, usize, xxhash_rust::xxh3::Xxh3DefaultBuilder>;
 use arrow::datatypes::SchemaRef;
 use serde_json::{Map, Value};
 
-use crate::read::json::Json;
-
 use super::builders::ColumnBuilder;
 use super::derive::{KmsPaths, Rule};
+use crate::read::json::Json;
 use crate::schema::{ColumnType, Schema, Scope, StructField};
 
-/// When a top-level member must be parsed into a `Value`.
+/// When a top-level member must be parsed (into a borrowed `Json` tree).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Parse {
     /// Never: it is only copied as JSON text.
