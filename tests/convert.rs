@@ -447,3 +447,35 @@ fn spilled_runs_merge_into_sorted_rolled_files() {
         }
     }
 }
+
+#[test]
+fn a_dataset_from_before_run_states_is_overwritten() {
+    // Run records written before the two-step commit have no `state`, `inputs` or
+    // `replaces_runs`; such a dataset must still be recognised, replaced and its files removed.
+    let (dir, first) = convert_into(&[data("aws-kms-developer-guide/events")], |_| {});
+    let out = dir.path().join("out");
+    for entry in std::fs::read_dir(out.join("_keytrail/runs")).unwrap() {
+        let path = entry.unwrap().path();
+        let mut record: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let object = record.as_object_mut().unwrap();
+        for key in ["state", "inputs", "replaces_runs"] {
+            assert!(object.remove(key).is_some() || key != "state", "{key}");
+        }
+        std::fs::write(&path, record.to_string()).unwrap();
+    }
+    let mut options = keytrail::convert::ConvertOptions::new(vec![data("invictus")], &out);
+    options.mode = keytrail::write::OutputMode::Overwrite;
+    let second = keytrail::convert::convert(&options, &keytrail::convert::NoProgress).unwrap();
+    assert_eq!(second.rows_written, 2900);
+    let files = parquet_files(&out);
+    assert!(!files.is_empty());
+    for file in &files {
+        let name = file.to_string_lossy();
+        assert!(
+            name.contains(&second.run_id),
+            "{name} is left from run {}",
+            first.run_id
+        );
+    }
+}

@@ -271,10 +271,28 @@ pub fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) if is_broken_pipe(&e) => ExitCode::from(EXIT_OK),
         Err(e) => {
-            eprintln!("keytrail: {e:#}");
+            eprintln!("keytrail: {}", error_text(&e));
             ExitCode::from(EXIT_FAILURE)
         }
     }
+}
+
+/// The error and its causes joined by `: `, like `{:#}`, but without a cause whose text an outer
+/// message already includes (errors that show their source, such as `path: io error`, would
+/// otherwise print it twice).
+fn error_text(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 fn is_broken_pipe(error: &anyhow::Error) -> bool {
@@ -464,6 +482,25 @@ fn run_convert(args: ConvertArgs, quiet: bool) -> anyhow::Result<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("run.json: {source}")]
+        struct ShowsItsSource {
+            source: std::io::Error,
+        }
+        let error = anyhow::Error::new(ShowsItsSource {
+            source: std::io::Error::other("missing field `state`"),
+        })
+        .context("converting into out");
+        assert_eq!(
+            error_text(&error),
+            "converting into out: run.json: missing field `state`"
+        );
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_text(&plain), "outer: inner");
+    }
 
     #[test]
     fn sizes_and_partition_lists_parse() {

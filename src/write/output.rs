@@ -65,10 +65,17 @@ enum RunState {
     Committed,
 }
 
+fn committed() -> RunState {
+    RunState::Committed
+}
+
 /// `_keytrail/runs/<run>.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct RunRecord {
     run_id: String,
+    /// Records from before the two-step commit have no state: they were written only once their
+    /// files were in place, so they are committed.
+    #[serde(default = "committed")]
     state: RunState,
     /// Parquet files, relative to the dataset root.
     files: Vec<String>,
