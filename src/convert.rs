@@ -671,7 +671,6 @@ fn convert_input(
         }
     }
     if failure.is_none()
-        && splitter.pending().is_some()
         && let Err(e) = splitter.finish()
     {
         failure = Some((e.offset, e.message));

@@ -479,3 +479,28 @@ fn a_dataset_from_before_run_states_is_overwritten() {
         );
     }
 }
+
+#[test]
+fn a_delivery_file_cut_between_records_is_reported() {
+    // Cut right after a complete record: nothing is pending, but the events after the cut are
+    // lost, so the file must count as failed with a problem, and the complete record is kept.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("cut.json");
+    std::fs::write(
+        &input,
+        r#"{"Records":[{"eventVersion":"1.08","eventTime":"2023-01-01T00:00:00Z","eventSource":"kms.amazonaws.com","eventName":"Decrypt","eventID":"e1"},"#,
+    )
+    .unwrap();
+    let (_out, summary) = convert_into(&[input.to_string_lossy().into_owned()], |_| {});
+    assert_eq!(summary.rows_written, 1);
+    assert_eq!(summary.failed_files, 1, "{:#?}", summary.problems);
+    assert_eq!(summary.problems.len(), 1);
+    let problem = &summary.problems[0];
+    assert!(
+        problem.message.contains("the Records array is not closed"),
+        "{}",
+        problem.message
+    );
+    // Reported at the end of the input, where the cut is.
+    assert_eq!(problem.offset, Some(std::fs::metadata(&input).unwrap().len()));
+}

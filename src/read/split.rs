@@ -123,6 +123,14 @@ impl Splitter {
                     "unexpected end of input: the record starting at byte {} is truncated",
                     self.base + start as u64
                 )
+            } else if self.item_depth == Some(2) {
+                "unexpected end of input after the last complete record: the Records array is not \
+                 closed (a truncated file: events after this point are missing)"
+                    .to_string()
+            } else if self.item_depth == Some(1) {
+                "unexpected end of input after the last complete record: the array is not closed \
+                 (a truncated file: events after this point are missing)"
+                    .to_string()
             } else {
                 "unexpected end of input: a container is not closed".to_string()
             };
@@ -390,6 +398,18 @@ mod tests {
 
     #[test]
     fn errors_name_the_offset() {
+        let cut_between_records = split_chunked(br#"{"Records":[{"a":1},"#, 5).unwrap_err();
+        assert!(
+            cut_between_records
+                .message
+                .contains("the Records array is not closed"),
+            "{cut_between_records}"
+        );
+        let cut_array = split_chunked(br#"[{"a":1}"#, 3).unwrap_err();
+        assert!(
+            cut_array.message.contains("the array is not closed"),
+            "{cut_array}"
+        );
         let truncated = split_chunked(br#"{"Records":[{"a":1},{"b":"#, 7).unwrap_err();
         assert!(truncated.message.contains("starting at byte 20"), "{truncated}");
         let mismatched = split_chunked(br#"[{"a":1]]"#, 3).unwrap_err();
