@@ -105,10 +105,7 @@ impl ColumnBuilder {
         };
         let ok = match self {
             ColumnBuilder::Utf8(b) => {
-                match value {
-                    Json::String(s) => b.append_value(s),
-                    other => b.append_value(other.to_json_string()),
-                }
+                b.append_option(value.as_text());
                 true
             }
             ColumnBuilder::Bool(b) => match as_bool(value) {
@@ -157,11 +154,7 @@ impl ColumnBuilder {
                 Json::Object(map) => {
                     for (k, v) in map {
                         b.keys().append_value(k);
-                        match v {
-                            Json::String(s) => b.values().append_value(s),
-                            Json::Null => b.values().append_null(),
-                            other => b.values().append_value(other.to_json_string()),
-                        }
+                        b.values().append_option(v.as_text());
                     }
                     b.append(true).expect("map keys and values stay aligned");
                     true
@@ -171,11 +164,7 @@ impl ColumnBuilder {
             ColumnBuilder::ListUtf8(b) => match value {
                 Json::Array(items) => {
                     for item in items {
-                        match item {
-                            Json::String(s) => b.values().append_value(s),
-                            Json::Null => b.values().append_null(),
-                            other => b.values().append_value(other.to_json_string()),
-                        }
+                        b.values().append_option(item.as_text());
                     }
                     b.append(true);
                     true
@@ -213,11 +202,7 @@ impl ColumnBuilder {
                 let builder = values
                     .field_builder::<StringBuilder>(i)
                     .expect("struct fields are utf8 (checked by the schema)");
-                match field.filter(|v| !v.is_null()) {
-                    Some(Json::String(s)) => builder.append_value(s),
-                    Some(other) => builder.append_value(other.to_json_string()),
-                    None => builder.append_null(),
-                }
+                builder.append_option(field.and_then(Json::as_text));
             }
             values.append(true);
         }

@@ -3,10 +3,6 @@
 
 use std::collections::HashMap;
 
-/// Looked up for every top-level member of every event, so the hash must be fast; the map holds
-/// only the schema's keys and never grows with input, so a keyed (SipHash) hash protects nothing.
-type KeyMap = HashMap<String, usize, xxhash_rust::xxh3::Xxh3DefaultBuilder>;
-
 use arrow::datatypes::SchemaRef;
 use serde_json::{Map, Value};
 
@@ -14,6 +10,10 @@ use super::builders::ColumnBuilder;
 use super::derive::{KmsPaths, Rule};
 use crate::read::json::Json;
 use crate::schema::{ColumnType, Schema, Scope, StructField};
+
+/// Looked up for every top-level member of every event, so the hash must be fast; the map holds
+/// only the schema's keys and never grows with input, so a keyed (SipHash) hash protects nothing.
+type KeyMap = HashMap<String, usize, xxhash_rust::xxh3::Xxh3DefaultBuilder>;
 
 /// When a top-level member must be parsed (into a borrowed `Json` tree).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -55,6 +55,16 @@ impl<'a> Json<'a> {
         self.as_object()?.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
 
+    /// The value as a text column holds it: a string as itself, null as null, anything else as
+    /// its compact JSON text.
+    pub(crate) fn as_text(&self) -> Option<Cow<'_, str>> {
+        match self {
+            Json::String(s) => Some(Cow::Borrowed(s)),
+            Json::Null => None,
+            other => Some(Cow::Owned(other.to_json_string())),
+        }
+    }
+
     /// Compact JSON text, as `serde_json::Value`'s `Display` writes it.
     pub(crate) fn to_json_string(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()

@@ -334,8 +334,9 @@ const SPILL_BATCH_ROWS: usize = 1024;
 
 /// Rows of several batches in `(event_time, event_id)` order, the order of every output file.
 ///
-/// Only the [`SORT_COLUMNS`] are concatenated and sorted; rows are then gathered from the original
-/// batches in chunks of `chunk_rows`, so sorting never holds a second copy of the partition.
+/// Only row positions are sorted (by keys borrowed from the batches); rows are then gathered from
+/// the original batches in chunks of `chunk_rows`, so sorting never holds a second copy of the
+/// partition.
 struct SortedRows {
     batches: Vec<RecordBatch>,
     order: Vec<(usize, usize)>,
@@ -347,18 +348,10 @@ impl SortedRows {
     fn new(batches: Vec<RecordBatch>, chunk_rows: usize) -> Result<SortedRows, WriteError> {
         // Keys borrow from the batches: concatenating the sort columns for a lexsort copied the
         // large request/response JSON columns (only tie-breakers) on every spill.
-        let Some(first) = batches.first() else {
-            return Ok(SortedRows {
-                batches,
-                order: Vec::new(),
-                next: 0,
-                chunk_rows,
-            });
-        };
-        let columns = key_columns(&first.schema());
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         let mut keyed: Vec<(SortKey<'_>, (usize, usize))> = Vec::with_capacity(rows);
         for (b, batch) in batches.iter().enumerate() {
+            let columns = key_columns(&batch.schema());
             keyed.extend((0..batch.num_rows()).map(|row| (row_key(batch, &columns, row), (b, row))));
         }
         // Stable, so rows equal in every sort column keep their input order.
