@@ -346,7 +346,8 @@ fn convert_local(
     for changed in &selection.changed {
         warn!("{changed}: changed since it was converted; converting it again (duplicates are dropped)");
     }
-    let inputs = selection.inputs;
+    let mut inputs = selection.inputs;
+    crate::read::sort_by_delivery_time(&mut inputs);
     let total_bytes = inputs.iter().map(Input::size).sum::<Option<u64>>();
     progress.start(inputs.len(), total_bytes);
 
@@ -380,6 +381,13 @@ fn convert_local(
                     }
                     let report = convert_input(input, &mut flattener, &sender, options.batch_rows, shared);
                     progress.file_done(report.events, report.bytes);
+                    // A batch ends with a file (once it is a quarter full), so the writer gets
+                    // rows from the two workers' files no further apart in time than the files.
+                    if flattener.rows() >= options.batch_rows / 4
+                        && let Ok(batch) = flattener.finish_batch()
+                    {
+                        let _ = sender.send(batch);
+                    }
                     reports
                         .lock()
                         .expect("no thread panics while holding it")

@@ -108,6 +108,41 @@ fn invictus_all_2900_records_typed_and_partitioned() {
             .is_some_and(|s| s.min_bytes_opt().is_some())
     );
     assert_eq!(row_group.sorting_columns().map(|c| c[0].column_idx), Some(0));
+    // Event ids are unique: written plain, never through a dictionary; names are few: dictionary.
+    let encodings = |name: &str| {
+        let column = (0..row_group.num_columns())
+            .map(|i| row_group.column(i))
+            .find(|c| c.column_path().string() == name)
+            .unwrap();
+        column.encodings().collect::<Vec<_>>()
+    };
+    assert!(
+        !encodings("event_id").contains(&parquet::basic::Encoding::RLE_DICTIONARY),
+        "{:?}",
+        encodings("event_id")
+    );
+    assert!(encodings("event_name").contains(&parquet::basic::Encoding::RLE_DICTIONARY));
+}
+
+#[test]
+fn parquet_compression_is_chosen() {
+    let (dir, summary) = convert_into(&[data("aws-kms-developer-guide/events")], |o| {
+        o.write.compression = "snappy".parse().unwrap();
+    });
+    assert!(summary.rows_written > 0);
+    use parquet::file::reader::FileReader;
+    for path in parquet_files(&dir.path().join("out")) {
+        let reader =
+            parquet::file::serialized_reader::SerializedFileReader::new(std::fs::File::open(&path).unwrap())
+                .unwrap();
+        let row_group = reader.metadata().row_group(0);
+        assert!(
+            (0..row_group.num_columns())
+                .all(|i| row_group.column(i).compression() == parquet::basic::Compression::SNAPPY),
+            "{}",
+            path.display()
+        );
+    }
 }
 
 #[test]

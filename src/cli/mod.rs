@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
 use crate::convert::{ConvertOptions, convert};
-use crate::write::{PartitionKey, Partitioning, SpillCompression, WriteOptions};
+use crate::write::{ParquetCompression, PartitionKey, Partitioning, SpillCompression, WriteOptions};
 
 /// Exit code: everything converted.
 pub const EXIT_OK: u8 = 0;
@@ -216,11 +216,17 @@ struct ConvertArgs {
     #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
     target_file_size: u64,
 
-    /// Buffer at most this much Arrow data in memory before spilling sorted runs to disk.
+    /// Hold at most this much in memory (rows waiting to be sorted, Parquet row groups being
+    /// built); beyond it rows are written out in time order, or spilled as sorted runs.
     #[arg(long, value_name = "SIZE", default_value = "96MiB", value_parser = parse_size)]
     memory_limit: u64,
 
-    /// Compression of the sorted runs spilled to disk beyond --memory-limit.
+    /// Compression of the Parquet files: zstd (level 1), zstd(LEVEL) with LEVEL 1-22, snappy,
+    /// or none.
+    #[arg(long, value_name = "CODEC", default_value = "zstd", value_parser = clap::value_parser!(ParquetCompression))]
+    compression: ParquetCompression,
+
+    /// Compression of the sorted runs spilled to disk (rows that arrive out of order).
     #[arg(long, value_enum, default_value = "lz4", value_name = "CODEC")]
     spill_compression: SpillCompression,
 }
@@ -455,6 +461,7 @@ fn run_convert(args: ConvertArgs, quiet: bool) -> anyhow::Result<u8> {
             memory_limit_bytes: usize::try_from(args.memory_limit).unwrap_or(usize::MAX),
             threads,
             spill_compression: args.spill_compression,
+            compression: args.compression,
             ..WriteOptions::default()
         },
     };

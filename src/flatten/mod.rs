@@ -265,14 +265,26 @@ impl<'a> Doc<'a> {
     ) -> Option<&'s Json<'a>> {
         let mut value = self.values[path.slot].as_ref()?;
         for (depth, key) in path.rest.iter().enumerate() {
-            value = match value.get(key) {
-                Some(v) => v,
-                None => {
-                    let object = value.as_object()?;
-                    let (actual, v) = object.iter().find(|(k, _)| k.eq_ignore_ascii_case(key))?;
+            // One pass over the members: most paths are absent from an event, and a second,
+            // case-insensitive pass for each of them cost as much as the first.
+            let mut variant = None;
+            let mut exact = None;
+            for (k, v) in value.as_object()? {
+                if k == key {
+                    exact = Some(v);
+                    break;
+                }
+                if variant.is_none() && k.eq_ignore_ascii_case(key) {
+                    variant = Some((k, v));
+                }
+            }
+            value = match (exact, variant) {
+                (Some(v), _) => v,
+                (None, Some((actual, v))) => {
                     unmapped.insert(path.variant_text(depth, actual), v.to_value());
                     v
                 }
+                (None, None) => return None,
             };
         }
         Some(value)

@@ -159,6 +159,29 @@ fn walk(
     }
 }
 
+/// Puts inputs in the order CloudTrail delivered them: by the delivery time in a CloudTrail file
+/// name (`<account>_CloudTrail_<region>_<YYYYMMDDTHHMMZ>_<id>.json.gz`), then by path; inputs
+/// without one keep their order, ahead of those with one.
+///
+/// Path order reads one account and Region to its end before the next, so every partition of a
+/// multi-account or multi-Region trail would get its rows far out of time order; in delivery order
+/// they arrive nearly sorted and stream to Parquet without spilling.
+pub fn sort_by_delivery_time(inputs: &mut [Input]) {
+    inputs.sort_by_cached_key(|input| delivery_time(&input.to_string()).map(str::to_string));
+}
+
+/// The `YYYYMMDDTHHMMZ` field of a CloudTrail log file name.
+fn delivery_time(path: &str) -> Option<&str> {
+    let name = path.rsplit(['/', '\\']).next()?;
+    name.split('_').find(|field| {
+        let bytes = field.as_bytes();
+        bytes.len() == 14
+            && bytes[8] == b'T'
+            && bytes[13] == b'Z'
+            && bytes[..8].iter().chain(&bytes[9..13]).all(u8::is_ascii_digit)
+    })
+}
+
 fn is_hidden(name: &std::ffi::OsStr) -> bool {
     is_hidden_name(&name.to_string_lossy())
 }
@@ -172,6 +195,35 @@ pub(crate) fn is_hidden_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delivery_order_interleaves_accounts_and_regions() {
+        let names = [
+            "AWSLogs/111122223333/CloudTrail/us-east-1/2024/01/01/111122223333_CloudTrail_us-east-1_20240101T0005Z_b.json.gz",
+            "AWSLogs/111122223333/CloudTrail/us-east-1/2024/01/01/111122223333_CloudTrail_us-east-1_20240101T0010Z_a.json.gz",
+            "AWSLogs/444455556666/CloudTrail/eu-west-1/2024/01/01/444455556666_CloudTrail_eu-west-1_20240101T0000Z_c.json.gz",
+            "AWSLogs/444455556666/CloudTrail/eu-west-1/2024/01/01/444455556666_CloudTrail_eu-west-1_20240101T0010Z_d.json.gz",
+            "exports/events.ndjson",
+            "exports/x_2024010T0000Z_y.json",
+        ];
+        let mut inputs: Vec<Input> = names.iter().map(|n| Input::File(PathBuf::from(n))).collect();
+        sort_by_delivery_time(&mut inputs);
+        let tails: Vec<String> = inputs
+            .iter()
+            .map(|i| i.to_string().rsplit('_').next().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            tails,
+            [
+                "exports/events.ndjson",
+                "y.json",
+                "c.json.gz",
+                "b.json.gz",
+                "a.json.gz",
+                "d.json.gz"
+            ]
+        );
+    }
 
     #[test]
     fn directories_globs_and_missing_paths() {

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use flate2::read::MultiGzDecoder;
 use xxhash_rust::xxh3::Xxh3;
 
-pub use discover::{Discovery, DiscoveryProblem, discover};
+pub use discover::{Discovery, DiscoveryProblem, discover, sort_by_delivery_time};
 
 use crate::store::RemoteObject;
 

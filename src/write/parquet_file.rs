@@ -7,22 +7,35 @@ use std::path::PathBuf;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 use tracing::debug;
 
 use super::{OutputDir, WriteError, WriteOptions, WrittenFile, io_error};
 use crate::schema::{SCHEMA_NAME_KEY, SCHEMA_VERSION_KEY, Schema};
 
-/// Writer settings shared by every file: zstd, page-level statistics and page index, the nested
-/// type names Spark and Athena expect, the sort order, and the schema version.
+/// Columns whose values are (nearly) unique per event. A dictionary of them is abandoned once its
+/// first page fills, after every value was hashed into it; they are written plain from the start.
+const UNIQUE_COLUMNS: [&str; 6] = [
+    "event_time",
+    "event_id",
+    "request_id",
+    "shared_event_id",
+    "request_parameters",
+    "response_elements",
+];
+
+/// Writer settings shared by every file: the chosen compression, page-level statistics and page
+/// index, the nested type names Spark and Athena expect, the sort order, and the schema version.
 pub fn writer_properties(options: &WriteOptions) -> WriterProperties {
     let schema = Schema::builtin();
-    WriterProperties::builder()
-        .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(3).expect("3 is a valid zstd level"),
-        ))
+    let mut builder = WriterProperties::builder();
+    for column in UNIQUE_COLUMNS {
+        builder = builder.set_column_dictionary_enabled(ColumnPath::from(column), false);
+    }
+    builder
+        .set_compression(options.compression.parquet())
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_coerce_types(true)
         .set_max_row_group_row_count(Some(options.row_group_rows))
@@ -48,44 +61,85 @@ struct OpenFile {
     peak_buffer_bytes: usize,
 }
 
-pub(crate) struct RollingWriter<'a> {
-    output: &'a OutputDir,
+/// The Parquet files of one partition: appends sorted rows and starts a new file at the target
+/// size. Files are numbered from `first_index` so a rewrite never reuses a staged file's name.
+pub(crate) struct RollingWriter {
+    staging_dir: PathBuf,
+    run_id: String,
     schema: SchemaRef,
     properties: WriterProperties,
     target_bytes: u64,
     row_group_rows: usize,
-    partition: &'a str,
+    partition: String,
     current: Option<OpenFile>,
     files: Vec<WrittenFile>,
+    next_index: usize,
 }
 
-impl<'a> RollingWriter<'a> {
+impl RollingWriter {
     pub(crate) fn new(
-        output: &'a OutputDir,
+        output: &OutputDir,
         schema: &SchemaRef,
         options: &WriteOptions,
-        partition: &'a str,
-    ) -> RollingWriter<'a> {
+        partition: &str,
+        first_index: usize,
+    ) -> RollingWriter {
         RollingWriter {
-            output,
+            staging_dir: output.staging_dir().to_path_buf(),
+            run_id: output.run_id().to_string(),
             schema: schema.clone(),
             properties: writer_properties(options),
             target_bytes: options.target_file_bytes,
             row_group_rows: options.row_group_rows,
-            partition,
+            partition: partition.to_string(),
             current: None,
             files: Vec::new(),
+            next_index: first_index,
+        }
+    }
+
+    /// The next file's number: files of this writer are numbered below it.
+    pub(crate) fn next_index(&self) -> usize {
+        self.next_index
+    }
+
+    /// Memory held by the open file's buffered row group.
+    pub(crate) fn memory_size(&self) -> usize {
+        self.current.as_ref().map_or(0, |f| f.writer.memory_size())
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        self.current.is_some()
+    }
+
+    /// Writes the buffered rows out as a row group, freeing their memory; the file stays open.
+    pub(crate) fn flush_row_group(&mut self) -> Result<(), WriteError> {
+        if let Some(file) = &mut self.current {
+            file.writer.flush().map_err(|source| WriteError::Parquet {
+                path: file.staging.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Closes the open file, if any; the next write starts a new one.
+    pub(crate) fn close_file(&mut self) -> Result<(), WriteError> {
+        match self.current.take() {
+            Some(file) => self.close(file),
+            None => Ok(()),
         }
     }
 
     fn open(&mut self) -> Result<OpenFile, WriteError> {
-        let name = format!("part-{}-{:05}.parquet", self.output.run_id(), self.files.len());
+        let name = format!("part-{}-{:05}.parquet", self.run_id, self.next_index);
+        self.next_index += 1;
         let relative = if self.partition.is_empty() {
             name
         } else {
             format!("{}/{name}", self.partition)
         };
-        let staging = self.output.staging_dir().join(&relative);
+        let staging = self.staging_dir.join(&relative);
         if let Some(parent) = staging.parent() {
             fs::create_dir_all(parent).map_err(io_error(parent))?;
         }
@@ -167,9 +221,7 @@ impl<'a> RollingWriter<'a> {
     }
 
     pub(crate) fn finish(mut self) -> Result<Vec<WrittenFile>, WriteError> {
-        if let Some(file) = self.current.take() {
-            self.close(file)?;
-        }
+        self.close_file()?;
         Ok(self.files)
     }
 }
