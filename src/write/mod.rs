@@ -567,19 +567,24 @@ impl DatasetWriter {
         }
         self.rows += batch.num_rows() as u64;
         self.batches += 1;
-        let paths = self.options.partitioning.row_paths(batch);
-        // Group row indices by partition (sorted by partition path, stable within one).
-        let mut order: Vec<u32> = (0..batch.num_rows() as u32).collect();
-        order.sort_by(|a, b| paths[*a as usize].cmp(&paths[*b as usize]));
-        let mut start = 0;
-        while start < order.len() {
-            let path = &paths[order[start] as usize];
-            let end = start
-                + order[start..]
-                    .iter()
-                    .take_while(|i| &paths[**i as usize] == path)
-                    .count();
-            let part = if start == 0 && end == order.len() {
+        let partitions = self.options.partitioning.row_partitions(batch);
+        // Rows grouped by partition, each group in input order (a counting sort on the ids).
+        let mut starts = vec![0u32; partitions.paths.len() + 1];
+        for id in &partitions.ids {
+            starts[*id as usize + 1] += 1;
+        }
+        for i in 1..starts.len() {
+            starts[i] += starts[i - 1];
+        }
+        let mut order = vec![0u32; batch.num_rows()];
+        let mut next = starts.clone();
+        for (row, id) in partitions.ids.iter().enumerate() {
+            order[next[*id as usize] as usize] = row as u32;
+            next[*id as usize] += 1;
+        }
+        for (id, path) in partitions.paths.iter().enumerate() {
+            let (start, end) = (starts[id] as usize, starts[id + 1] as usize);
+            let part = if partitions.paths.len() == 1 {
                 batch.clone()
             } else {
                 let indices = UInt32Array::from(order[start..end].to_vec());
@@ -598,7 +603,6 @@ impl DatasetWriter {
             state.last_touched = self.batches;
             state.accept(part)?;
             self.held_bytes = self.held_bytes + state.held_bytes() - before;
-            start = end;
         }
         while self.held_bytes > self.options.memory_limit_bytes && self.relieve()? {}
         Ok(())

@@ -129,11 +129,19 @@ impl Partitioning {
         &self.keys
     }
 
-    /// The relative directory of each row, such as `region=us-east-1/event_date=2023-07-10`.
-    pub fn row_paths(&self, batch: &RecordBatch) -> Vec<String> {
+    /// The partition of each row: the distinct relative directories (such as
+    /// `region=us-east-1/event_date=2023-07-10`) in order of first appearance, and each row's
+    /// index into them.
+    ///
+    /// A directory is built only where a row's partition values differ from the row before's:
+    /// rows of one delivery file share them, so most batches build one or a few.
+    pub fn row_partitions(&self, batch: &RecordBatch) -> RowPartitions {
         let rows = batch.num_rows();
-        if self.keys.is_empty() {
-            return vec![String::new(); rows];
+        if self.keys.is_empty() || rows == 0 {
+            return RowPartitions {
+                paths: vec![String::new()],
+                ids: vec![0; rows],
+            };
         }
         let column = |name: &str| {
             batch
@@ -141,30 +149,49 @@ impl Partitioning {
                 .expect("partition source columns exist in the schema")
         };
         let times = column("event_time").as_primitive::<TimestampMicrosecondType>();
-        let mut paths: Vec<String> = vec![String::with_capacity(48); rows];
-        for (k, key) in self.keys.iter().enumerate() {
-            let strings: Option<&StringArray> = match key {
+        let strings: Vec<Option<&StringArray>> = self
+            .keys
+            .iter()
+            .map(|key| match key {
                 PartitionKey::Account | PartitionKey::Region | PartitionKey::Service => {
                     Some(column(key.source_column()).as_string::<i32>())
                 }
                 _ => None,
-            };
-            for (row, path) in paths.iter_mut().enumerate() {
+            })
+            .collect();
+        fn value(values: &StringArray, row: usize) -> Option<&str> {
+            (!values.is_null(row))
+                .then(|| values.value(row))
+                .filter(|v| !v.is_empty())
+        }
+        let day = |row: usize| times.value(row).div_euclid(MICROS_PER_DAY);
+        let same_as_previous = |row: usize| {
+            day(row) == day(row - 1)
+                && strings
+                    .iter()
+                    .flatten()
+                    .all(|values| value(values, row) == value(values, row - 1))
+        };
+        let mut paths: Vec<String> = Vec::new();
+        let mut known: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+        let mut ids: Vec<u32> = Vec::with_capacity(rows);
+        for row in 0..rows {
+            if row > 0 && same_as_previous(row) {
+                ids.push(ids[row - 1]);
+                continue;
+            }
+            let mut path = String::with_capacity(48);
+            for (k, key) in self.keys.iter().enumerate() {
                 if k > 0 {
                     path.push('/');
                 }
                 path.push_str(key.column_name());
                 path.push('=');
-                match strings {
-                    Some(values) => {
-                        let value = (!values.is_null(row))
-                            .then(|| values.value(row))
-                            .filter(|v| !v.is_empty());
-                        match value {
-                            Some(v) => escape_into(v, path),
-                            None => path.push_str(DEFAULT_PARTITION),
-                        }
-                    }
+                match strings[k] {
+                    Some(values) => match value(values, row) {
+                        Some(v) => escape_into(v, &mut path),
+                        None => path.push_str(DEFAULT_PARTITION),
+                    },
                     None => {
                         let date = DateTime::from_timestamp_micros(times.value(row))
                             .expect("event_time values come from valid timestamps")
@@ -181,9 +208,26 @@ impl Partitioning {
                     }
                 }
             }
+            let next = paths.len() as u32;
+            let id = *known.entry(path).or_insert_with_key(|path| {
+                paths.push(path.clone());
+                next
+            });
+            ids.push(id);
         }
-        paths
+        RowPartitions { paths, ids }
     }
+}
+
+const MICROS_PER_DAY: i64 = 86_400 * 1_000_000;
+
+/// Which partition each row of a batch belongs to (see [`Partitioning::row_partitions`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowPartitions {
+    /// The distinct partition directories, in order of first appearance.
+    pub paths: Vec<String>,
+    /// For each row, its directory's index in `paths`.
+    pub ids: Vec<u32>,
 }
 
 /// Escapes a partition value the way Hive does, so that `/`, `=` and friends stay inside one
@@ -244,5 +288,58 @@ mod tests {
             );
             assert!(!crate::schema::is_reserved_word(key.column_name()), "{key}");
         }
+    }
+
+    #[test]
+    fn rows_are_assigned_their_partition_directories() {
+        use std::sync::Arc;
+
+        use arrow::array::TimestampMicrosecondArray;
+        use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+
+        let day = 86_400 * 1_000_000i64;
+        let times = [0, 10, day + 5, 20, day + 7, -1];
+        let regions = [
+            Some("us-east-1"),
+            Some("us-east-1"),
+            Some("us-east-1"),
+            Some("eu/1"),
+            Some(""),
+            None,
+        ];
+        let schema = Schema::new(vec![
+            Field::new(
+                "event_time",
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+                false,
+            ),
+            Field::new("aws_region", DataType::Utf8, true),
+        ]);
+        let batch = RecordBatch::try_new(
+            Arc::new(schema),
+            vec![
+                Arc::new(TimestampMicrosecondArray::from(times.to_vec())),
+                Arc::new(StringArray::from(regions.to_vec())),
+            ],
+        )
+        .unwrap();
+        let partitioning = Partitioning::new(vec![PartitionKey::Region, PartitionKey::Date]).unwrap();
+        let found = partitioning.row_partitions(&batch);
+        assert_eq!(
+            found.paths,
+            [
+                "region=us-east-1/event_date=1970-01-01",
+                "region=us-east-1/event_date=1970-01-02",
+                "region=eu%2F1/event_date=1970-01-01",
+                "region=__HIVE_DEFAULT_PARTITION__/event_date=1970-01-02",
+                "region=__HIVE_DEFAULT_PARTITION__/event_date=1969-12-31",
+            ]
+        );
+        assert_eq!(found.ids, [0, 0, 1, 2, 3, 4]);
+        let unpartitioned = Partitioning::new(Vec::new()).unwrap().row_partitions(&batch);
+        assert_eq!(
+            (unpartitioned.paths, unpartitioned.ids),
+            (vec![String::new()], vec![0; 6])
+        );
     }
 }
