@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use arrow::array::RecordBatch;
+use arrow::array::{AsArray, RecordBatch};
 use crossbeam_channel::{Receiver, Sender, bounded};
 use serde::Serialize;
 use tracing::{debug, info_span, warn};
@@ -166,6 +166,9 @@ pub struct ConvertSummary {
     pub files_written: usize,
     pub bytes_written: u64,
     pub spilled_runs: usize,
+    /// Rows that arrived after later rows of their partition were written: the partition's files
+    /// were merged with them again at the end (costly when common; inputs read out of order).
+    pub late_rows: u64,
     pub elapsed_seconds: f64,
     pub events_per_second: f64,
     /// Where this run's quarantine was committed, when it holds records.
@@ -357,7 +360,7 @@ fn convert_local(
     let writer = DatasetWriter::new(output, schema.arrow_schema(), options.write.clone());
 
     let threads = options.threads.max(1).min(inputs.len());
-    let (sender, receiver) = bounded::<RecordBatch>(threads * 2);
+    let (sender, receiver) = bounded::<ToWriter>(threads * 2);
     let next = AtomicUsize::new(0);
     let reports: Mutex<Vec<FileReport>> = Mutex::new(Vec::with_capacity(inputs.len()));
     let shared = Shared {
@@ -369,9 +372,12 @@ fn convert_local(
     };
 
     let write_result = std::thread::scope(|scope| {
-        let writer_thread = scope.spawn(move || write_all(writer, receiver));
-        for _ in 0..threads {
-            let sender = sender.clone();
+        let writer_thread = scope.spawn(move || write_all(writer, receiver, threads));
+        for worker in 0..threads {
+            let sender = BatchSender {
+                worker,
+                sender: sender.clone(),
+            };
             let (inputs, next, reports, shared) = (&inputs, &next, &reports, &shared);
             scope.spawn(move || {
                 let mut flattener = Flattener::new();
@@ -398,6 +404,7 @@ fn convert_local(
                 {
                     let _ = sender.send(batch);
                 }
+                let _ = sender.sender.send(ToWriter::Done(worker));
             });
         }
         drop(sender);
@@ -470,13 +477,63 @@ fn apply_write_summary(summary: &mut ConvertSummary, written: WriteSummary) {
     summary.files_written = written.files.len();
     summary.bytes_written = written.files.iter().map(|f| f.bytes).sum();
     summary.spilled_runs = written.spilled_runs;
+    summary.late_rows = written.late_rows;
+}
+
+/// What the workers send the writer thread.
+enum ToWriter {
+    Batch(usize, RecordBatch),
+    /// The worker has read its last input.
+    Done(usize),
+}
+
+/// A worker's end of the channel to the writer.
+struct BatchSender {
+    worker: usize,
+    sender: Sender<ToWriter>,
+}
+
+impl BatchSender {
+    /// Sends a batch; an error means the writer has stopped.
+    fn send(&self, batch: RecordBatch) -> Result<(), ()> {
+        self.sender
+            .send(ToWriter::Batch(self.worker, batch))
+            .map_err(|_| ())
+    }
 }
 
 fn write_all(
     mut writer: DatasetWriter,
-    batches: Receiver<RecordBatch>,
+    messages: Receiver<ToWriter>,
+    workers: usize,
 ) -> Result<(crate::write::OutputDir, WriteSummary), WriteError> {
-    for batch in batches {
+    // Each worker reads its inputs in delivery order, so its future rows are not much older than
+    // the newest it has sent: the writer may write rows older than the laggard's newest.
+    let mut newest: Vec<Option<i64>> = vec![None; workers];
+    let mut done = vec![false; workers];
+    for message in messages {
+        let batch = match message {
+            ToWriter::Batch(worker, batch) => {
+                let times = batch
+                    .column(0)
+                    .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+                if let Some(max) = arrow::compute::max(times) {
+                    newest[worker] = Some(newest[worker].map_or(max, |n| n.max(max)));
+                }
+                batch
+            }
+            ToWriter::Done(worker) => {
+                done[worker] = true;
+                continue;
+            }
+        };
+        let watermark = newest
+            .iter()
+            .zip(&done)
+            .filter(|(_, done)| !**done)
+            .map(|(newest, _)| newest.unwrap_or(i64::MIN))
+            .min();
+        writer.set_watermark(watermark);
         if let Err(e) = writer.write(&batch) {
             // Returning drops the receiver: the workers stop at their next send.
             writer.abandon();
@@ -500,7 +557,7 @@ struct Shared {
 struct Reading<'a> {
     name: String,
     flattener: &'a mut Flattener,
-    sender: &'a Sender<RecordBatch>,
+    sender: &'a BatchSender,
     shared: &'a Shared,
     batch_rows: usize,
     items: u64,
@@ -614,7 +671,7 @@ impl Reading<'_> {
 fn convert_input(
     input: &Input,
     flattener: &mut Flattener,
-    sender: &Sender<RecordBatch>,
+    sender: &BatchSender,
     batch_rows: usize,
     shared: &Shared,
 ) -> FileReport {

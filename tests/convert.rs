@@ -539,3 +539,84 @@ fn a_delivery_file_cut_between_records_is_reported() {
     // Reported at the end of the input, where the cut is.
     assert_eq!(problem.offset, Some(std::fs::metadata(&input).unwrap().len()));
 }
+
+/// Every file's `(event_time, event_id)` rows, partition by partition, files in name order.
+fn rows_by_partition(out: &std::path::Path) -> std::collections::BTreeMap<String, Vec<(i64, String)>> {
+    let mut partitions = std::collections::BTreeMap::new();
+    for file in parquet_files(out) {
+        let partition = file
+            .parent()
+            .unwrap()
+            .strip_prefix(out)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let batch = read_file(&file);
+        let ids = strings(&batch, "event_id");
+        let rows: &mut Vec<(i64, String)> = partitions.entry(partition).or_default();
+        rows.extend((0..batch.num_rows()).map(|r| {
+            (
+                micros_at(&batch, "event_time", r).unwrap(),
+                ids[r].clone().unwrap(),
+            )
+        }));
+    }
+    partitions
+}
+
+#[test]
+fn delivery_order_streams_and_any_order_gives_the_same_sorted_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let options = keytrail::synth::GenOptions {
+        events: 3600,
+        seed: 3,
+        records_per_file: 10,
+    };
+    keytrail::synth::generate(&tree, &options).unwrap();
+    // The same files under names without a delivery time, newest first: read in that order.
+    let mut delivered: Vec<std::path::PathBuf> = walkdir::WalkDir::new(&tree)
+        .into_iter()
+        .map(|e| e.unwrap().into_path())
+        .filter(|p| p.is_file())
+        .collect();
+    delivered.sort_by_key(|p| {
+        p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .split('_')
+            .nth(3)
+            .unwrap()
+            .to_string()
+    });
+    let scrambled = dir.path().join("scrambled");
+    std::fs::create_dir_all(&scrambled).unwrap();
+    for (i, path) in delivered.iter().rev().enumerate() {
+        std::fs::copy(path, scrambled.join(format!("f{i:04}.json.gz"))).unwrap();
+    }
+    let small = |o: &mut keytrail::convert::ConvertOptions| {
+        o.batch_rows = 256;
+        // Less than the 4.8 MB of rows, more than the 15 minutes each partition holds back.
+        o.write.memory_limit_bytes = 2 << 20;
+    };
+    let (in_order, streamed) = convert_into(&[tree.to_string_lossy().into_owned()], small);
+    assert_eq!(streamed.rows_written, 3600);
+    assert_eq!(
+        (streamed.spilled_runs, streamed.late_rows),
+        (0, 0),
+        "delivery order writes as it goes"
+    );
+    let (out_of_order, merged) = convert_into(&[scrambled.to_string_lossy().into_owned()], small);
+    assert_eq!(merged.rows_written, 3600);
+    assert!(
+        merged.spilled_runs + merged.late_rows as usize > 0,
+        "newest first cannot stream"
+    );
+
+    let expected = rows_by_partition(&in_order.path().join("out"));
+    assert_eq!(expected.len(), 3);
+    for rows in expected.values() {
+        assert!(rows.windows(2).all(|w| w[0] <= w[1]), "files sorted and in order");
+    }
+    assert_eq!(rows_by_partition(&out_of_order.path().join("out")), expected);
+}

@@ -63,6 +63,13 @@ pub fn write_human(out: &mut impl Write, s: &ConvertSummary) -> io::Result<()> {
     writeln!(out, "  rows written      {}", thousands(s.rows_written))?;
     writeln!(out, "  quarantined       {}", thousands(s.quarantined_records))?;
     writeln!(out, "  duplicates        {}", thousands(s.duplicates_dropped))?;
+    if s.late_rows > 0 {
+        writeln!(
+            out,
+            "  late rows         {} (arrived after later rows of their partition; files merged again)",
+            thousands(s.late_rows)
+        )?;
+    }
     if s.repaired_records > 0 {
         writeln!(
             out,

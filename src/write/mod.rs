@@ -220,6 +220,8 @@ pub struct WriteSummary {
     pub spilled_runs: usize,
     /// Rows dropped as copies of an event already written.
     pub duplicates: u64,
+    /// Rows that arrived after later rows of their partition were written (merged in at the end).
+    pub late_rows: u64,
 }
 
 /// How far back in event time a partition's newest rows are held unwritten: rows may arrive this
@@ -234,6 +236,17 @@ const IDLE_AFTER_BATCHES: u64 = 64;
 /// Parquet files open at once at most. A partition that finds no free slot spills sorted runs,
 /// which are merged at the end, instead of writing as it goes.
 const MAX_OPEN_FILES: usize = 64;
+
+/// How many of a partition's pending rows to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Extent {
+    All,
+    /// Those older than the reorder window before the partition's newest row or the watermark,
+    /// whichever is older.
+    BeforeWindow {
+        watermark: Option<i64>,
+    },
+}
 
 /// One partition's rows on their way to its Parquet files.
 ///
@@ -312,20 +325,19 @@ impl PartitionState {
         Ok(())
     }
 
-    /// Writes the pending rows in order: all of them, or those before the reorder window. Returns
-    /// false, writing nothing, when the window holds more than three quarters of the rows.
-    fn write_pending(&mut self, output: &OutputDir, all: bool) -> Result<bool, WriteError> {
+    /// Writes the pending rows in order, all or those before the reorder window. Returns false,
+    /// writing nothing, when the window holds more than three quarters of the rows.
+    fn write_pending(&mut self, output: &OutputDir, extent: Extent) -> Result<bool, WriteError> {
         if self.pending.is_empty() {
             return Ok(true);
         }
         let mut sorted = SortedRows::new(std::mem::take(&mut self.pending), MERGE_BATCH_ROWS);
         let total = sorted.len();
-        let cut = if all {
-            total
-        } else {
-            sorted.rows_before_window(REORDER_WINDOW_MICROS)
+        let cut = match extent {
+            Extent::All => total,
+            Extent::BeforeWindow { watermark } => sorted.rows_before_window(REORDER_WINDOW_MICROS, watermark),
         };
-        if cut < total.div_ceil(4) && !all {
+        if cut < total.div_ceil(4) && extent != Extent::All {
             self.pending = sorted.into_batches();
             return Ok(false);
         }
@@ -369,7 +381,7 @@ impl PartitionState {
             self.spill(spiller, false)?;
             self.spill(spiller, true)?;
         } else {
-            self.write_pending(output, true)?;
+            self.write_pending(output, Extent::All)?;
         }
         self.sink.close_file()?;
         self.sink_bytes = 0;
@@ -387,7 +399,7 @@ impl PartitionState {
     ) -> Result<(Vec<WrittenFile>, u64), WriteError> {
         let _span = info_span!("finish_partition", partition = %self.path).entered();
         if !self.unordered() {
-            self.write_pending(output, true)?;
+            self.write_pending(output, Extent::All)?;
             return Ok((self.sink.finish()?, self.dedup.dropped));
         }
         if self.late_rows > 0 {
@@ -531,6 +543,7 @@ pub struct DatasetWriter {
     spills: usize,
     rows: u64,
     batches: u64,
+    watermark: Option<i64>,
 }
 
 impl DatasetWriter {
@@ -545,6 +558,7 @@ impl DatasetWriter {
             spills: 0,
             rows: 0,
             batches: 0,
+            watermark: None,
         }
     }
 
@@ -553,6 +567,14 @@ impl DatasetWriter {
         drop(self.active);
         drop(self.retired);
         self.output.abandon();
+    }
+
+    /// Tells the writer that, as far as the readers know, no row older than `time` minus the
+    /// reorder window will come any more (the oldest of the readers' newest event times). Rows
+    /// are written only up to there, so readers that run ahead of each other do not make the
+    /// laggard's rows late. `None` (the default): no such limit.
+    pub fn set_watermark(&mut self, time: Option<i64>) {
+        self.watermark = time;
     }
 
     /// Rows accepted so far.
@@ -644,7 +666,14 @@ impl DatasetWriter {
         let before = state.held_bytes();
         if state.pending_bytes >= state.late_bytes.max(state.sink_bytes) {
             let may_write = !state.unordered() && (state.sink.is_open() || open_files < MAX_OPEN_FILES);
-            if !(may_write && state.write_pending(&self.output, false)?) {
+            if !(may_write
+                && state.write_pending(
+                    &self.output,
+                    Extent::BeforeWindow {
+                        watermark: self.watermark,
+                    },
+                )?)
+            {
                 state.spill(&mut spiller, false)?;
             }
         } else if state.late_bytes >= state.sink_bytes {
@@ -672,6 +701,7 @@ impl DatasetWriter {
             ..
         } = self;
         let mut partitions: Vec<PartitionState> = active.into_values().chain(retired.into_values()).collect();
+        let late_rows = partitions.iter().map(|p| p.late_rows).sum();
         partitions.sort_by(|a, b| a.path.cmp(&b.path));
         let count = partitions.len();
         let next = AtomicUsize::new(0);
@@ -727,6 +757,7 @@ impl DatasetWriter {
                 files,
                 spilled_runs: spills,
                 duplicates: duplicates.into_inner(),
+                late_rows,
             },
         ))
     }
@@ -784,12 +815,14 @@ impl SortedRows {
         row_key(&self.batches[b], &self.columns, row)
     }
 
-    /// How many rows are older than the newest row's time minus `window`.
-    fn rows_before_window(&self, window: i64) -> usize {
+    /// How many rows are older than `window` before the newest row's time or the watermark,
+    /// whichever is older.
+    fn rows_before_window(&self, window: i64, watermark: Option<i64>) -> usize {
         let Some(last) = self.order.len().checked_sub(1) else {
             return 0;
         };
-        let start = self.key(last).time.saturating_sub(window);
+        let newest = self.key(last).time.min(watermark.unwrap_or(i64::MAX));
+        let start = newest.saturating_sub(window);
         self.order.partition_point(|&(b, row)| {
             self.batches[b]
                 .column(0)
@@ -1227,7 +1260,11 @@ mod tests {
             writer.write(batch).expect("write");
         }
         let (output, summary) = writer.finish().expect("finish");
-        assert_eq!(summary.spilled_runs, 0, "in-order rows are never spilled");
+        assert_eq!(
+            (summary.spilled_runs, summary.late_rows),
+            (0, 0),
+            "in-order rows are never spilled"
+        );
         assert_eq!(
             (summary.rows, summary.partitions, summary.duplicates),
             (total as u64, 3, 0)
@@ -1252,9 +1289,11 @@ mod tests {
         for batch in &batches {
             writer.write(batch).expect("write");
         }
-        let late: u64 = writer.active.values().map(|s| s.late_rows).sum();
-        assert_eq!(late, 120, "the repeated and the moved block arrive late");
         let (output, summary) = writer.finish().expect("finish");
+        assert_eq!(
+            summary.late_rows, 120,
+            "the repeated and the moved block arrive late"
+        );
         assert_eq!(summary.duplicates, 60);
         let files = staged(&output, &summary);
         assert_sorted(&files);
@@ -1305,6 +1344,7 @@ mod tests {
             .expect("write");
         assert!(writer.active.contains_key("region=ap-south-1"));
         let (output, summary) = writer.finish().expect("finish");
+        assert_eq!(summary.late_rows, 1);
         let files = staged(&output, &summary);
         assert_sorted(&files);
         let quiet: Vec<&String> = files
