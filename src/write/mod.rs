@@ -1,10 +1,10 @@
 //! Writing flattened batches as a Hive-partitioned Parquet dataset.
 //!
-//! Every Parquet file is sorted by event time (then [`SORT_COLUMNS`]) and files roll at a size
-//! threshold instead of one small file per input. Inputs arrive in delivery order, so a
-//! partition's rows are nearly sorted: they wait in memory, and when memory runs short the rows
-//! older than the partition's reorder window are sorted and appended to its open file (see
-//! [`PartitionState`]). Only rows that arrive after later ones were written, or partitions whose
+//! Every Parquet file is sorted by event time (then event id and the other identity columns) and
+//! files roll at a size threshold instead of one small file per input. Inputs arrive in delivery
+//! order, so a partition's rows are nearly sorted: they wait in memory, and when memory runs short
+//! the rows older than the partition's 15-minute reorder window are sorted and appended to its open
+//! file (see [`DatasetWriter::set_watermark`]). Only rows that arrive after later ones were written, or partitions whose
 //! window does not fit in memory, are spilled as sorted Arrow IPC runs and merged with the
 //! partition's files at the end. Files are written under a hidden staging directory and renamed
 //! into place only when complete, so no reader ever sees a partial file.
@@ -250,8 +250,9 @@ enum Extent {
 
 /// One partition's rows on their way to its Parquet files.
 ///
-/// Rows wait in `pending` until memory runs short; then the rows older than the partition's
-/// newest minus [`REORDER_WINDOW_MICROS`] are sorted and appended to the partition's open Parquet
+/// Rows wait in `pending` until memory runs short; then the rows more than
+/// [`REORDER_WINDOW_MICROS`] older than the partition's newest row (and than the watermark, see
+/// [`DatasetWriter::set_watermark`]) are sorted and appended to the partition's open Parquet
 /// file. Inputs read in delivery order thus stream to Parquet without being spilled. Rows that
 /// sort before a row already written (`late`), and runs spilled when the window holds most of the
 /// buffer, make the partition *unordered*: at the end its files are merged with them and
