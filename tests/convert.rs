@@ -568,12 +568,7 @@ fn rows_by_partition(out: &std::path::Path) -> std::collections::BTreeMap<String
 fn delivery_order_streams_and_any_order_gives_the_same_sorted_files() {
     let dir = tempfile::tempdir().unwrap();
     let tree = dir.path().join("tree");
-    let options = keytrail::synth::GenOptions {
-        events: 3600,
-        seed: 3,
-        records_per_file: 10,
-    };
-    keytrail::synth::generate(&tree, &options).unwrap();
+    assert_eq!(generate_tree(&tree, 3600, 3, 10), 360);
     // The same files under names without a delivery time, newest first: read in that order.
     let mut delivered: Vec<std::path::PathBuf> = walkdir::WalkDir::new(&tree)
         .into_iter()

@@ -268,13 +268,7 @@ fn every_named_query_runs_on_real_data() {
 fn generated_logs_convert_and_answer_cross_account_questions() {
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
-    let options = keytrail::synth::GenOptions {
-        events: 6000,
-        seed: 42,
-        records_per_file: 500,
-    };
-    let generated = keytrail::synth::generate(&logs, &options).unwrap();
-    assert_eq!(generated.files, 12);
+    assert_eq!(generate_tree(&logs, 6000, 42, 500), 12);
     let (out_dir, summary) = convert_into(&[logs.to_string_lossy().into_owned()], |_| {});
     assert_eq!((summary.events_read, summary.rows_written), (6000, 6000));
     assert!(summary.is_clean(), "{:?}", summary.problems);

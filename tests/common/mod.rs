@@ -38,6 +38,19 @@ pub fn python_venv(requirements: &str, name: &str) -> String {
         .to_string()
 }
 
+/// Writes a generated delivery tree (`keytrail gen`) of `events` events into `dir`; returns how
+/// many files it holds.
+pub fn generate_tree(dir: &Path, events: u64, seed: u64, records_per_file: usize) -> u64 {
+    let options = keytrail::synth::GenOptions {
+        events,
+        seed,
+        records_per_file,
+    };
+    keytrail::synth::generate(dir, &options)
+        .expect("generated tree")
+        .files
+}
+
 /// Converts `inputs` into a fresh temporary directory.
 pub fn convert_into(
     inputs: &[String],
