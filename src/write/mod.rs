@@ -237,17 +237,6 @@ const IDLE_AFTER_BATCHES: u64 = 64;
 /// which are merged at the end, instead of writing as it goes.
 const MAX_OPEN_FILES: usize = 64;
 
-/// How many of a partition's pending rows to write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Extent {
-    All,
-    /// Those older than the reorder window before the partition's newest row or the watermark,
-    /// whichever is older.
-    BeforeWindow {
-        watermark: Option<i64>,
-    },
-}
-
 /// One partition's rows on their way to its Parquet files.
 ///
 /// Rows wait in `pending` until memory runs short; then the rows more than
@@ -326,22 +315,49 @@ impl PartitionState {
         Ok(())
     }
 
-    /// Writes the pending rows in order, all or those before the reorder window. Returns false,
-    /// writing nothing, when the window holds more than three quarters of the rows.
-    fn write_pending(&mut self, output: &OutputDir, extent: Extent) -> Result<bool, WriteError> {
+    /// Writes every pending row, in order.
+    fn write_all_pending(&mut self, output: &OutputDir) -> Result<(), WriteError> {
         if self.pending.is_empty() {
-            return Ok(true);
+            return Ok(());
         }
-        let mut sorted = SortedRows::new(std::mem::take(&mut self.pending), MERGE_BATCH_ROWS);
+        let sorted = SortedRows::new(std::mem::take(&mut self.pending), MERGE_BATCH_ROWS);
         let total = sorted.len();
-        let cut = match extent {
-            Extent::All => total,
-            Extent::BeforeWindow { watermark } => sorted.rows_before_window(REORDER_WINDOW_MICROS, watermark),
-        };
-        if cut < total.div_ceil(4) && extent != Extent::All {
-            self.pending = sorted.into_batches();
-            return Ok(false);
+        self.write_sorted(output, sorted, total)
+    }
+
+    /// Frees the pending rows: writes those older than the reorder window before the
+    /// partition's newest row or `watermark` (whichever is older), keeping the rest. When the
+    /// window holds more than three quarters of them, or `may_write` is false, they are spilled
+    /// as one sorted run instead (sorted once either way).
+    fn relieve_pending(
+        &mut self,
+        output: &OutputDir,
+        spiller: &mut Spiller<'_>,
+        watermark: Option<i64>,
+        may_write: bool,
+    ) -> Result<(), WriteError> {
+        if self.pending.is_empty() {
+            return Ok(());
         }
+        let sorted = SortedRows::new(std::mem::take(&mut self.pending), MERGE_BATCH_ROWS);
+        let total = sorted.len();
+        let cut = sorted.rows_before_window(REORDER_WINDOW_MICROS, watermark);
+        if may_write && cut >= total.div_ceil(4) {
+            return self.write_sorted(output, sorted, cut);
+        }
+        self.pending_bytes = 0;
+        let _span = info_span!("spill", partition = %self.path, late = false).entered();
+        self.runs.push(spiller.spill(sorted)?);
+        Ok(())
+    }
+
+    /// Writes the first `cut` of the sorted rows to the partition's file; the rest stay pending.
+    fn write_sorted(
+        &mut self,
+        output: &OutputDir,
+        mut sorted: SortedRows,
+        cut: usize,
+    ) -> Result<(), WriteError> {
         self.pending_bytes = 0;
         let context = "writing sorted rows";
         self.dedup.load_committed(&output.existing_files(&self.path))?;
@@ -349,14 +365,17 @@ impl PartitionState {
             let chunk = chunk.map_err(arrow_error(context))?;
             self.sink.write(&self.dedup.filter(&chunk)?)?;
         }
-        self.last_written = Some(OwnedKey::of(&sorted.key(cut - 1)));
+        if let Some(last) = cut.checked_sub(1) {
+            self.last_written = Some(OwnedKey::of(&sorted.key(last)));
+        }
         self.sink_bytes = self.sink.memory_size();
+        let total = sorted.len();
         while let Some(chunk) = sorted.next_until(total) {
             let chunk = chunk.map_err(arrow_error(context))?;
             self.pending_bytes += chunk.get_array_memory_size();
             self.pending.push(chunk);
         }
-        Ok(true)
+        Ok(())
     }
 
     /// Spills the pending rows, or the late ones, as a sorted run.
@@ -370,7 +389,8 @@ impl PartitionState {
         };
         if !batches.is_empty() {
             let _span = info_span!("spill", partition = %self.path, late).entered();
-            self.runs.push(spiller.spill(batches)?);
+            self.runs
+                .push(spiller.spill(SortedRows::new(batches, SPILL_BATCH_ROWS))?);
         }
         Ok(())
     }
@@ -382,7 +402,7 @@ impl PartitionState {
             self.spill(spiller, false)?;
             self.spill(spiller, true)?;
         } else {
-            self.write_pending(output, Extent::All)?;
+            self.write_all_pending(output)?;
         }
         self.sink.close_file()?;
         self.sink_bytes = 0;
@@ -400,7 +420,7 @@ impl PartitionState {
     ) -> Result<(Vec<WrittenFile>, u64), WriteError> {
         let _span = info_span!("finish_partition", partition = %self.path).entered();
         if !self.unordered() {
-            self.write_pending(output, Extent::All)?;
+            self.write_all_pending(output)?;
             return Ok((self.sink.finish()?, self.dedup.dropped));
         }
         if self.late_rows > 0 {
@@ -470,9 +490,10 @@ struct Spiller<'a> {
 }
 
 impl Spiller<'_> {
-    fn spill(&mut self, batches: Vec<RecordBatch>) -> Result<PathBuf, WriteError> {
+    /// Writes the rows as a run, in `SPILL_BATCH_ROWS` batches.
+    fn spill(&mut self, mut sorted: SortedRows) -> Result<PathBuf, WriteError> {
         let context = "spilling a sorted run";
-        let sorted = SortedRows::new(batches, SPILL_BATCH_ROWS);
+        sorted.chunk_rows = SPILL_BATCH_ROWS;
         let run_path = self
             .output
             .spill_dir()
@@ -667,16 +688,7 @@ impl DatasetWriter {
         let before = state.held_bytes();
         if state.pending_bytes >= state.late_bytes.max(state.sink_bytes) {
             let may_write = !state.unordered() && (state.sink.is_open() || open_files < MAX_OPEN_FILES);
-            if !(may_write
-                && state.write_pending(
-                    &self.output,
-                    Extent::BeforeWindow {
-                        watermark: self.watermark,
-                    },
-                )?)
-            {
-                state.spill(&mut spiller, false)?;
-            }
+            state.relieve_pending(&self.output, &mut spiller, self.watermark, may_write)?;
         } else if state.late_bytes >= state.sink_bytes {
             state.spill(&mut spiller, true)?;
         } else {
@@ -843,11 +855,6 @@ impl SortedRows {
         let chunk = interleave_record_batch(&refs, &self.order[self.next..end]);
         self.next = end;
         Some(chunk)
-    }
-
-    /// The batches, unsorted, as they were given.
-    fn into_batches(self) -> Vec<RecordBatch> {
-        self.batches
     }
 }
 
