@@ -391,22 +391,18 @@ fn convert_local(
                     progress.file_done(report.events, report.bytes);
                     // A batch ends with a file (once it is a quarter full), so the writer gets
                     // rows from the two workers' files no further apart in time than the files.
-                    if flattener.rows() >= options.batch_rows / 4
-                        && let Ok(batch) = flattener.finish_batch()
-                    {
-                        let _ = sender.send(batch);
+                    if flattener.rows() >= options.batch_rows / 4 {
+                        let _ = sender.send_rows(&mut flattener);
                     }
                     reports
                         .lock()
                         .expect("no thread panics while holding it")
                         .push(report);
                 }
-                if flattener.rows() > 0
-                    && let Ok(batch) = flattener.finish_batch()
-                {
-                    let _ = sender.send(batch);
+                if flattener.rows() > 0 {
+                    let _ = sender.send_rows(&mut flattener);
                 }
-                let _ = sender.sender.send(ToWriter::Done(worker));
+                sender.done();
             });
         }
         drop(sender);
@@ -496,11 +492,20 @@ struct BatchSender {
 }
 
 impl BatchSender {
-    /// Sends a batch; an error means the writer has stopped.
-    fn send(&self, batch: RecordBatch) -> Result<(), ()> {
-        self.sender
-            .send(ToWriter::Batch(self.worker, batch))
-            .map_err(|_| ())
+    /// Sends the rows the flattener holds as a batch; an error means the writer has stopped.
+    fn send_rows(&self, flattener: &mut Flattener) -> Result<(), ()> {
+        match flattener.finish_batch() {
+            Ok(batch) => self
+                .sender
+                .send(ToWriter::Batch(self.worker, batch))
+                .map_err(|_| ()),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Tells the writer this worker has read its last input.
+    fn done(&self) {
+        let _ = self.sender.send(ToWriter::Done(self.worker));
     }
 }
 
@@ -609,10 +614,8 @@ impl Reading<'_> {
         let index = self.items;
         self.items += 1;
         self.value(item.bytes, index, item.offset);
-        if self.flattener.rows() >= self.batch_rows
-            && let Ok(batch) = self.flattener.finish_batch()
-        {
-            self.receiver_gone |= self.sender.send(batch).is_err();
+        if self.flattener.rows() >= self.batch_rows {
+            self.receiver_gone |= self.sender.send_rows(self.flattener).is_err();
         }
     }
 
