@@ -586,6 +586,7 @@ impl DatasetWriter {
 
     /// Gives up: removes the staging area, commits nothing.
     pub fn abandon(self) {
+        // Open Parquet writers hold files in the staging area: close them before removing it.
         drop(self.active);
         drop(self.retired);
         self.output.abandon();
