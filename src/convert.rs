@@ -374,15 +374,21 @@ fn convert_local(
     };
 
     let write_result = std::thread::scope(|scope| {
-        let writer_thread = scope.spawn(move || write_all(writer, receiver, threads));
+        // Named threads show up as such in `perf`, `top -H` and panic messages.
+        let writer_thread = std::thread::Builder::new()
+            .name("keytrail-writer".into())
+            .spawn_scoped(scope, move || write_all(writer, receiver, threads))
+            .expect("the OS starts a thread");
         for worker in 0..threads {
             let sender = BatchSender {
                 worker,
                 sender: sender.clone(),
             };
             let (inputs, next, reports, shared) = (&inputs, &next, &reports, &shared);
-            scope.spawn(move || {
+            let reader = std::thread::Builder::new().name(format!("keytrail-read-{worker}"));
+            let spawned = reader.spawn_scoped(scope, move || {
                 let mut flattener = Flattener::new();
+                let mut last_input = None;
                 while let Some(input) = inputs.get(next.fetch_add(1, Ordering::Relaxed)) {
                     if shared.stop.load(Ordering::Relaxed) {
                         break;
@@ -392,18 +398,21 @@ fn convert_local(
                     // A batch ends with a file (once it is a quarter full), so the writer gets
                     // rows from the two workers' files no further apart in time than the files.
                     if flattener.rows() >= options.batch_rows / 4 {
-                        let _ = sender.send_rows(&mut flattener);
+                        sender.send_rows(&mut flattener, shared, &input.to_string());
                     }
                     reports
                         .lock()
                         .expect("no thread panics while holding it")
                         .push(report);
+                    last_input = Some(input);
                 }
                 if flattener.rows() > 0 {
-                    let _ = sender.send_rows(&mut flattener);
+                    let last = last_input.map_or_else(String::new, ToString::to_string);
+                    sender.send_rows(&mut flattener, shared, &last);
                 }
                 sender.done();
             });
+            spawned.expect("the OS starts a thread");
         }
         drop(sender);
         writer_thread.join().expect("the writer thread does not panic")
@@ -492,14 +501,20 @@ struct BatchSender {
 }
 
 impl BatchSender {
-    /// Sends the rows the flattener holds as a batch; an error means the writer has stopped.
-    fn send_rows(&self, flattener: &mut Flattener) -> Result<(), ()> {
+    /// Sends the rows the flattener holds as a batch. False when the run must stop: the writer
+    /// has stopped, or the rows could not be made into a batch (a fatal error, kept in `shared`
+    /// with `last_input`, the input whose rows end the batch: never a silent loss of rows).
+    fn send_rows(&self, flattener: &mut Flattener, shared: &Shared, last_input: &str) -> bool {
+        let rows = flattener.rows();
         match flattener.finish_batch() {
-            Ok(batch) => self
-                .sender
-                .send(ToWriter::Batch(self.worker, batch))
-                .map_err(|_| ()),
-            Err(_) => Ok(()),
+            Ok(batch) => self.sender.send(ToWriter::Batch(self.worker, batch)).is_ok(),
+            Err(source) => {
+                shared.fail(WriteError::Arrow {
+                    context: format!("building a batch of {rows} rows read up to {last_input}"),
+                    source,
+                });
+                false
+            }
         }
     }
 
@@ -560,6 +575,17 @@ struct Shared {
     fatal: Mutex<Option<WriteError>>,
 }
 
+impl Shared {
+    /// Ends the run with `error` (the first one wins).
+    fn fail(&self, error: WriteError) {
+        self.fatal
+            .lock()
+            .expect("no thread panics while holding it")
+            .get_or_insert(error);
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
 /// One input being read.
 struct Reading<'a> {
     name: String,
@@ -591,12 +617,7 @@ impl Reading<'_> {
                 .expect("no thread panics while holding it")
                 .add(&self.name, record, offset, &problem.message, bytes);
             if let Err(e) = added {
-                self.shared
-                    .fatal
-                    .lock()
-                    .expect("no thread panics while holding it")
-                    .get_or_insert(e);
-                self.shared.stop.store(true, Ordering::Relaxed);
+                self.shared.fail(e);
             }
         }
         if self.shared.strict {
@@ -615,7 +636,7 @@ impl Reading<'_> {
         self.items += 1;
         self.value(item.bytes, index, item.offset);
         if self.flattener.rows() >= self.batch_rows {
-            self.receiver_gone |= self.sender.send_rows(self.flattener).is_err();
+            self.receiver_gone |= !self.sender.send_rows(self.flattener, self.shared, &self.name);
         }
     }
 

@@ -122,6 +122,17 @@ fn invictus_all_2900_records_typed_and_partitioned() {
         encodings("event_id")
     );
     assert!(encodings("event_name").contains(&parquet::basic::Encoding::RLE_DICTIONARY));
+    // JSON documents carry no min/max (they prune nothing); text columns do.
+    let has_min_max = |name: &str| {
+        (0..row_group.num_columns())
+            .map(|i| row_group.column(i))
+            .find(|c| c.column_path().string() == name)
+            .unwrap()
+            .statistics()
+            .is_some_and(|s| s.min_bytes_opt().is_some())
+    };
+    assert!(has_min_max("event_name"));
+    assert!(!has_min_max("request_parameters"));
 }
 
 #[test]

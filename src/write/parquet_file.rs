@@ -13,7 +13,7 @@ use parquet::schema::types::ColumnPath;
 use tracing::debug;
 
 use super::{OutputDir, WriteError, WriteOptions, WrittenFile, io_error};
-use crate::schema::{SCHEMA_NAME_KEY, SCHEMA_VERSION_KEY, Schema};
+use crate::schema::{ColumnType, SCHEMA_NAME_KEY, SCHEMA_VERSION_KEY, Schema};
 
 /// Columns whose values are (nearly) unique per event. A dictionary of them is abandoned once its
 /// first page fills, after every value was hashed into it; they are written plain from the start.
@@ -33,6 +33,12 @@ pub fn writer_properties(options: &WriteOptions) -> WriterProperties {
     let mut builder = WriterProperties::builder();
     for column in UNIQUE_COLUMNS {
         builder = builder.set_column_dictionary_enabled(ColumnPath::from(column), false);
+    }
+    // Min/max of JSON documents prune nothing (no query compares them by order) and cost a
+    // comparison of every document, up to kilobytes each, with the page's running min and max.
+    for column in schema.columns().iter().filter(|c| c.ty == ColumnType::Json) {
+        builder = builder
+            .set_column_statistics_enabled(ColumnPath::from(column.name.as_str()), EnabledStatistics::None);
     }
     builder
         .set_compression(options.compression.parquet())
