@@ -16,7 +16,15 @@ use crate::schema::{ColumnType, StructField, arrow_type, struct_fields};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct WrongType;
 
-pub(crate) enum ColumnBuilder {
+/// One column's Arrow builder. Nulls are counted and appended in runs, when the next value or the
+/// end of the batch comes: most columns of most events are absent (KMS columns of other
+/// services' events, optional fields), and one call per run is cheaper than one per row.
+pub(crate) struct ColumnBuilder {
+    builder: Builder,
+    pending_nulls: usize,
+}
+
+enum Builder {
     Utf8(StringBuilder),
     Bool(BooleanBuilder),
     Int32(Int32Builder),
@@ -30,30 +38,30 @@ pub(crate) enum ColumnBuilder {
 
 impl ColumnBuilder {
     pub(crate) fn new(ty: ColumnType, fields: &[StructField], capacity: usize) -> ColumnBuilder {
-        match ty {
+        let builder = match ty {
             ColumnType::Utf8 | ColumnType::Json => {
-                ColumnBuilder::Utf8(StringBuilder::with_capacity(capacity, capacity * 16))
+                Builder::Utf8(StringBuilder::with_capacity(capacity, capacity * 16))
             }
-            ColumnType::Bool => ColumnBuilder::Bool(BooleanBuilder::with_capacity(capacity)),
-            ColumnType::Int32 => ColumnBuilder::Int32(Int32Builder::with_capacity(capacity)),
-            ColumnType::Int64 => ColumnBuilder::Int64(Int64Builder::with_capacity(capacity)),
-            ColumnType::Float64 => ColumnBuilder::Float64(Float64Builder::with_capacity(capacity)),
-            ColumnType::Timestamp => ColumnBuilder::Timestamp(
-                TimestampMicrosecondBuilder::with_capacity(capacity).with_timezone("UTC"),
-            ),
+            ColumnType::Bool => Builder::Bool(BooleanBuilder::with_capacity(capacity)),
+            ColumnType::Int32 => Builder::Int32(Int32Builder::with_capacity(capacity)),
+            ColumnType::Int64 => Builder::Int64(Int64Builder::with_capacity(capacity)),
+            ColumnType::Float64 => Builder::Float64(Float64Builder::with_capacity(capacity)),
+            ColumnType::Timestamp => {
+                Builder::Timestamp(TimestampMicrosecondBuilder::with_capacity(capacity).with_timezone("UTC"))
+            }
             ColumnType::Map => {
                 let names = MapFieldNames {
                     entry: "key_value".into(),
                     key: "key".into(),
                     value: "value".into(),
                 };
-                ColumnBuilder::Map(MapBuilder::new(
+                Builder::Map(MapBuilder::new(
                     Some(names),
                     StringBuilder::new(),
                     StringBuilder::new(),
                 ))
             }
-            ColumnType::ListUtf8 => ColumnBuilder::ListUtf8(
+            ColumnType::ListUtf8 => Builder::ListUtf8(
                 ListBuilder::new(StringBuilder::new()).with_field(element_field(ty, fields)),
             ),
             ColumnType::ListStruct => {
@@ -62,35 +70,52 @@ impl ColumnBuilder {
                     .map(|_| Box::new(StringBuilder::new()) as Box<dyn ArrayBuilder>)
                     .collect();
                 let values = StructBuilder::new(struct_fields(fields), builders);
-                ColumnBuilder::ListStruct(ListBuilder::new(values).with_field(element_field(ty, fields)))
+                Builder::ListStruct(ListBuilder::new(values).with_field(element_field(ty, fields)))
             }
+        };
+        ColumnBuilder {
+            builder,
+            pending_nulls: 0,
         }
     }
 
     pub(crate) fn append_null(&mut self) {
-        match self {
-            ColumnBuilder::Utf8(b) => b.append_null(),
-            ColumnBuilder::Bool(b) => b.append_null(),
-            ColumnBuilder::Int32(b) => b.append_null(),
-            ColumnBuilder::Int64(b) => b.append_null(),
-            ColumnBuilder::Float64(b) => b.append_null(),
-            ColumnBuilder::Timestamp(b) => b.append_null(),
-            ColumnBuilder::Map(b) => b.append(false).expect("map keys and values stay aligned"),
-            ColumnBuilder::ListUtf8(b) => b.append_null(),
-            ColumnBuilder::ListStruct(b) => b.append_null(),
+        self.pending_nulls += 1;
+    }
+
+    /// Appends the nulls counted since the last value; every other append calls this first.
+    fn builder(&mut self) -> &mut Builder {
+        let n = std::mem::take(&mut self.pending_nulls);
+        if n > 0 {
+            match &mut self.builder {
+                Builder::Utf8(b) => b.append_nulls(n),
+                Builder::Bool(b) => b.append_nulls(n),
+                Builder::Int32(b) => b.append_nulls(n),
+                Builder::Int64(b) => b.append_nulls(n),
+                Builder::Float64(b) => b.append_nulls(n),
+                Builder::Timestamp(b) => b.append_nulls(n),
+                Builder::Map(b) => b.append_nulls(n).expect("map keys and values stay aligned"),
+                Builder::ListUtf8(b) => b.append_nulls(n),
+                Builder::ListStruct(b) => b.append_nulls(n),
+            }
         }
+        &mut self.builder
     }
 
     pub(crate) fn append_str(&mut self, value: Option<&str>) {
-        match self {
-            ColumnBuilder::Utf8(b) => b.append_option(value),
+        let Some(value) = value else {
+            self.append_null();
+            return;
+        };
+        match self.builder() {
+            Builder::Utf8(b) => b.append_value(value),
             _ => unreachable!("append_str is only used on utf8 columns"),
         }
     }
 
     pub(crate) fn append_timestamp(&mut self, micros: i64) {
-        match self {
-            ColumnBuilder::Timestamp(b) => b.append_value(micros),
+        match self.builder() {
+            Builder::Timestamp(b) => b.append_value(micros),
             _ => unreachable!("append_timestamp is only used on timestamp columns"),
         }
     }
@@ -103,40 +128,40 @@ impl ColumnBuilder {
             self.append_null();
             return Ok(());
         };
-        let ok = match self {
-            ColumnBuilder::Utf8(b) => {
+        let ok = match self.builder() {
+            Builder::Utf8(b) => {
                 b.append_option(value.as_text());
                 true
             }
-            ColumnBuilder::Bool(b) => match as_bool(value) {
+            Builder::Bool(b) => match as_bool(value) {
                 Some(v) => {
                     b.append_value(v);
                     true
                 }
                 None => false,
             },
-            ColumnBuilder::Int32(b) => match as_i64(value).and_then(|v| i32::try_from(v).ok()) {
+            Builder::Int32(b) => match as_i64(value).and_then(|v| i32::try_from(v).ok()) {
                 Some(v) => {
                     b.append_value(v);
                     true
                 }
                 None => false,
             },
-            ColumnBuilder::Int64(b) => match as_i64(value) {
+            Builder::Int64(b) => match as_i64(value) {
                 Some(v) => {
                     b.append_value(v);
                     true
                 }
                 None => false,
             },
-            ColumnBuilder::Float64(b) => match as_f64(value) {
+            Builder::Float64(b) => match as_f64(value) {
                 Some(v) => {
                     b.append_value(v);
                     true
                 }
                 None => false,
             },
-            ColumnBuilder::Timestamp(b) => {
+            Builder::Timestamp(b) => {
                 let micros = match value {
                     Json::String(s) => parse_timestamp_micros(s),
                     Json::Number(n) => n.as_f64().and_then(epoch_number_to_micros),
@@ -150,7 +175,7 @@ impl ColumnBuilder {
                     None => false,
                 }
             }
-            ColumnBuilder::Map(b) => match value {
+            Builder::Map(b) => match value {
                 Json::Object(map) => {
                     for (k, v) in map {
                         b.keys().append_value(k);
@@ -161,7 +186,7 @@ impl ColumnBuilder {
                 }
                 _ => false,
             },
-            ColumnBuilder::ListUtf8(b) => match value {
+            Builder::ListUtf8(b) => match value {
                 Json::Array(items) => {
                     for item in items {
                         b.values().append_option(item.as_text());
@@ -176,7 +201,7 @@ impl ColumnBuilder {
                 }
                 _ => false,
             },
-            ColumnBuilder::ListStruct(_) => {
+            Builder::ListStruct(_) => {
                 unreachable!("list<struct> columns are appended with append_struct_list")
             }
         };
@@ -193,7 +218,7 @@ impl ColumnBuilder {
         &mut self,
         elements: impl Iterator<Item = Vec<Option<&'v Json<'v>>>>,
     ) {
-        let ColumnBuilder::ListStruct(list) = self else {
+        let Builder::ListStruct(list) = self.builder() else {
             unreachable!("append_struct_list is only used on list<struct> columns")
         };
         let values = list.values();
@@ -213,21 +238,21 @@ impl ColumnBuilder {
     /// this batch (batches are alike), so they are neither regrown by doubling, copying as they
     /// go, nor left up to half empty: the writer's memory limit then counts bytes that hold data.
     pub(crate) fn finish(&mut self) -> ArrayRef {
-        match self {
-            ColumnBuilder::Utf8(b) => {
+        match self.builder() {
+            Builder::Utf8(b) => {
                 let array = b.finish();
                 let bytes = array.value_data().len();
                 *b = StringBuilder::with_capacity(array.len(), bytes + bytes / 8);
                 Arc::new(array)
             }
-            ColumnBuilder::Bool(b) => Arc::new(b.finish()),
-            ColumnBuilder::Int32(b) => Arc::new(b.finish()),
-            ColumnBuilder::Int64(b) => Arc::new(b.finish()),
-            ColumnBuilder::Float64(b) => Arc::new(b.finish()),
-            ColumnBuilder::Timestamp(b) => Arc::new(b.finish()),
-            ColumnBuilder::Map(b) => Arc::new(b.finish()),
-            ColumnBuilder::ListUtf8(b) => Arc::new(b.finish()),
-            ColumnBuilder::ListStruct(b) => Arc::new(b.finish()),
+            Builder::Bool(b) => Arc::new(b.finish()),
+            Builder::Int32(b) => Arc::new(b.finish()),
+            Builder::Int64(b) => Arc::new(b.finish()),
+            Builder::Float64(b) => Arc::new(b.finish()),
+            Builder::Timestamp(b) => Arc::new(b.finish()),
+            Builder::Map(b) => Arc::new(b.finish()),
+            Builder::ListUtf8(b) => Arc::new(b.finish()),
+            Builder::ListStruct(b) => Arc::new(b.finish()),
         }
     }
 }

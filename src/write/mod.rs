@@ -24,6 +24,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, UInt32Array};
+use arrow::array::{DynComparator, make_comparator};
 use arrow::compute::interleave_record_batch;
 use arrow::compute::take_record_batch;
 use arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
@@ -256,7 +257,7 @@ struct PartitionState {
     /// Sorted runs spilled to disk, merged in at the end.
     runs: Vec<PathBuf>,
     /// The sort key of the last row written.
-    last_written: Option<OwnedKey>,
+    last_written: Option<LastWritten>,
     dedup: Dedup,
     sink: RollingWriter,
     sink_bytes: usize,
@@ -366,7 +367,10 @@ impl PartitionState {
             self.sink.write(&self.dedup.filter(&chunk)?)?;
         }
         if let Some(last) = cut.checked_sub(1) {
-            self.last_written = Some(OwnedKey::of(&sorted.key(last)));
+            self.last_written = Some(LastWritten {
+                key: OwnedKey::of(&sorted.key(last)),
+                row: sorted.row(last).map_err(arrow_error(context))?,
+            });
         }
         self.sink_bytes = self.sink.memory_size();
         let total = sorted.len();
@@ -461,20 +465,22 @@ impl PartitionState {
 }
 
 /// Which rows of `batch` sort before `last`; `None` when none do.
-fn late_rows(batch: &RecordBatch, last: &OwnedKey) -> Option<BooleanArray> {
+fn late_rows(batch: &RecordBatch, last: &LastWritten) -> Option<BooleanArray> {
     let times = batch.column(0).as_primitive::<TimestampMicrosecondType>();
     // Most batches arrive after the last row written: one comparison of the oldest time says so.
-    if arrow::compute::min(times).is_none_or(|oldest| oldest > last.time) {
+    if arrow::compute::min(times).is_none_or(|oldest| oldest > last.key.time) {
         return None;
     }
     let columns = key_columns(&batch.schema());
-    let last_key = last.as_key();
+    let last_key = last.key.as_key();
     let mask: BooleanArray = (0..batch.num_rows())
         .map(|row| {
-            Some(match times.value(row).cmp(&last.time) {
+            Some(match times.value(row).cmp(&last.key.time) {
                 std::cmp::Ordering::Less => true,
                 std::cmp::Ordering::Greater => false,
-                std::cmp::Ordering::Equal => cmp_keys(&row_key(batch, &columns, row), &last_key).is_lt(),
+                std::cmp::Ordering::Equal => cmp_keys(&row_key(batch, &columns, row), &last_key)
+                    .then_with(|| cmp_whole_rows(batch, row, &last.row, 0))
+                    .is_lt(),
             })
         })
         .collect();
@@ -807,8 +813,8 @@ impl SortedRows {
         for (b, batch) in batches.iter().enumerate() {
             keyed.extend((0..batch.num_rows()).map(|row| (row_key(batch, &columns, row), (b, row))));
         }
-        // Stable, so rows equal in every sort column keep their input order.
-        keyed.sort_by(|x, y| cmp_keys(&x.0, &y.0));
+        let mut ties = TieBreaker::default();
+        keyed.sort_by(|x, y| cmp_keys(&x.0, &y.0).then_with(|| ties.cmp(&batches, x.1, y.1)));
         let order = keyed.into_iter().map(|(_, at)| at).collect();
         SortedRows {
             batches,
@@ -827,6 +833,11 @@ impl SortedRows {
     fn key(&self, i: usize) -> SortKey<'_> {
         let (b, row) = self.order[i];
         row_key(&self.batches[b], &self.columns, row)
+    }
+
+    /// A copy of the `i`-th row in sorted order.
+    fn row(&self, i: usize) -> Result<RecordBatch, ArrowError> {
+        interleave_record_batch(&self.batches.iter().collect::<Vec<_>>(), &self.order[i..=i])
     }
 
     /// How many rows are older than `window` before the newest row's time or the watermark,
@@ -924,6 +935,13 @@ impl OwnedKey {
     }
 }
 
+/// The last row a partition wrote: rows that sort before it are late.
+struct LastWritten {
+    key: OwnedKey,
+    /// The whole row (a one-row copy), for rows equal to it in every sort column.
+    row: RecordBatch,
+}
+
 /// Where the text columns of [`SORT_COLUMNS`] are in a batch's schema; looked up once per batch
 /// (or per merge), not per row.
 type KeyColumns = [usize; 6];
@@ -961,6 +979,49 @@ fn cmp_keys(a: &SortKey<'_>, b: &SortKey<'_>) -> std::cmp::Ordering {
             .find(|o| o.is_ne())
             .unwrap_or(std::cmp::Ordering::Equal)
     })
+}
+
+/// Orders rows equal in every sort column by all their columns, in schema order, so that the
+/// order of such rows (and which copy of a duplicated event is kept) follows from the rows
+/// alone, never from which worker read them first.
+fn cmp_whole_rows(a: &RecordBatch, a_row: usize, b: &RecordBatch, b_row: usize) -> std::cmp::Ordering {
+    whole_row_comparators(a, b)
+        .iter()
+        .map(|compare| compare(a_row, b_row))
+        .find(|o| o.is_ne())
+        .unwrap_or(std::cmp::Ordering::Equal)
+}
+
+fn whole_row_comparators(a: &RecordBatch, b: &RecordBatch) -> Vec<DynComparator> {
+    let options = arrow::compute::SortOptions {
+        descending: false,
+        nulls_first: false,
+    };
+    a.columns()
+        .iter()
+        .zip(b.columns())
+        // Every type of the schema has an order; a column without one only breaks no ties.
+        .filter_map(|(left, right)| make_comparator(left.as_ref(), right.as_ref(), options).ok())
+        .collect()
+}
+
+/// [`cmp_whole_rows`] for the rows of one sort, building each pair of batches' comparators once:
+/// many rows may tie (a source without event ids), while real events never do.
+#[derive(Default)]
+struct TieBreaker {
+    comparators: HashMap<(usize, usize), Vec<DynComparator>>,
+}
+
+impl TieBreaker {
+    fn cmp(&mut self, batches: &[RecordBatch], a: (usize, usize), b: (usize, usize)) -> std::cmp::Ordering {
+        self.comparators
+            .entry((a.0, b.0))
+            .or_insert_with(|| whole_row_comparators(&batches[a.0], &batches[b.0]))
+            .iter()
+            .map(|compare| compare(a.1, b.1))
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    }
 }
 
 /// An event's identity: `(event_time, event_id, recipient_account_id, event_name)`. CloudTrail's
@@ -1105,7 +1166,12 @@ fn merge_runs(
         let mut best: Option<usize> = None;
         for (i, cursor) in cursors.iter().enumerate() {
             if live[i]
-                && best.is_none_or(|b| cmp_keys(&cursor.key(&columns), &cursors[b].key(&columns)).is_lt())
+                && best.is_none_or(|b| {
+                    let other = &cursors[b];
+                    cmp_keys(&cursor.key(&columns), &other.key(&columns))
+                        .then_with(|| cmp_whole_rows(&cursor.batch, cursor.row, &other.batch, other.row))
+                        .is_lt()
+                })
             {
                 best = Some(i);
             }
@@ -1362,5 +1428,129 @@ mod tests {
             .flat_map(|(_, rows)| rows.iter().map(|r| &r.1))
             .collect();
         assert_eq!(quiet, ["quiet-1", "quiet-3", "quiet-2", "quiet-4"]);
+    }
+
+    /// Rows in one Region that differ only in `source_ip_address` (and, when given, event id).
+    fn tied_rows(schema: &SchemaRef, rows: &[(i64, Option<&str>, &str)]) -> RecordBatch {
+        let mut batch = self::rows(
+            schema,
+            &rows.iter().map(|r| (r.0, "", "us-east-1")).collect::<Vec<_>>(),
+        );
+        let mut columns = batch.columns().to_vec();
+        let id = schema.index_of("event_id").expect("event_id");
+        let ip = schema.index_of("source_ip_address").expect("source_ip_address");
+        columns[id] = Arc::new(StringArray::from_iter(rows.iter().map(|r| r.1)));
+        columns[ip] = Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.2)));
+        batch = RecordBatch::try_new(schema.clone(), columns).expect("valid rows");
+        batch
+    }
+
+    /// Every written row's `(event_time, event_id, source_ip_address)`, in file order.
+    fn written_ips(output: &OutputDir, summary: &WriteSummary) -> Vec<(i64, Option<String>, String)> {
+        let mut rows = Vec::new();
+        for file in &summary.files {
+            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                File::open(output.staging_dir().join(&file.path)).expect("staged file"),
+            )
+            .expect("parquet")
+            .build()
+            .expect("reader");
+            for batch in reader {
+                let batch = batch.expect("batch");
+                let times = batch.column(0).as_primitive::<TimestampMicrosecondType>();
+                let ids = batch.column_by_name("event_id").expect("id").as_string::<i32>();
+                let ips = batch
+                    .column_by_name("source_ip_address")
+                    .expect("ip")
+                    .as_string::<i32>();
+                rows.extend((0..batch.num_rows()).map(|r| {
+                    let id = (!ids.is_null(r)).then(|| ids.value(r).to_string());
+                    (times.value(r), id, ips.value(r).to_string())
+                }));
+            }
+        }
+        rows
+    }
+
+    #[test]
+    fn rows_tied_in_every_sort_column_are_ordered_by_the_whole_row() {
+        let schema = Schema::builtin().arrow_schema();
+        // Two copies of event "dup" and two events without an id, all at one time, in two
+        // batches: whichever arrives first, the files hold the same rows in the same order, and
+        // the copy kept is the one first in that order.
+        let first = tied_rows(
+            &schema,
+            &[(MINUTE, Some("dup"), "10.0.0.9"), (MINUTE, None, "10.0.0.8")],
+        );
+        let second = tied_rows(
+            &schema,
+            &[(MINUTE, None, "10.0.0.7"), (MINUTE, Some("dup"), "10.0.0.1")],
+        );
+        let mut outputs = Vec::new();
+        for batches in [[&first, &second], [&second, &first]] {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let mut writer = writer(dir.path(), 64 << 20);
+            for batch in batches {
+                writer.write(batch).expect("write");
+            }
+            let (output, summary) = writer.finish().expect("finish");
+            assert_eq!(summary.duplicates, 1);
+            outputs.push(written_ips(&output, &summary));
+        }
+        let expected = vec![
+            (MINUTE, Some("dup".to_string()), "10.0.0.1".to_string()),
+            (MINUTE, None, "10.0.0.7".to_string()),
+            (MINUTE, None, "10.0.0.8".to_string()),
+        ];
+        assert_eq!(outputs, [expected.clone(), expected]);
+    }
+
+    #[test]
+    fn a_tied_row_arriving_after_its_twin_was_written_is_merged_into_place() {
+        let schema = Schema::builtin().arrow_schema();
+        let rows_at = |from: i64, prefix: &str| -> Vec<(i64, String)> {
+            (0..40)
+                .map(|i| (from + i * 1_000_000, format!("{prefix}-{i:02}")))
+                .collect()
+        };
+        let mut outputs = Vec::new();
+        let mut late = Vec::new();
+        for order in [["10.0.0.9", "10.0.0.1"], ["10.0.0.1", "10.0.0.9"]] {
+            // Early rows ending with one copy of "dup", then rows 20 minutes later: the early
+            // rows leave the reorder window and are written, the copy last. Then the other copy.
+            let mut early: Vec<(i64, Option<&str>, &str)> = Vec::new();
+            let early_ids = rows_at(0, "early");
+            early.extend(early_ids.iter().map(|(t, id)| (*t, Some(id.as_str()), "")));
+            early.push((2 * MINUTE, Some("dup"), order[0]));
+            let early = tied_rows(&schema, &early);
+            let later_ids = rows_at(20 * MINUTE, "later");
+            let later: Vec<(i64, Option<&str>, &str)> = later_ids
+                .iter()
+                .map(|(t, id)| (*t, Some(id.as_str()), ""))
+                .collect();
+            let later = tied_rows(&schema, &later);
+            let dir = tempfile::tempdir().expect("temp dir");
+            let limit = early.get_array_memory_size() * 3 / 2;
+            let mut writer = writer(dir.path(), limit);
+            writer.write(&early).expect("write");
+            writer.write(&later).expect("write");
+            writer
+                .write(&tied_rows(&schema, &[(2 * MINUTE, Some("dup"), order[1])]))
+                .expect("write");
+            let (output, summary) = writer.finish().expect("finish");
+            assert_eq!((summary.duplicates, summary.spilled_runs), (1, 0));
+            late.push(summary.late_rows);
+            let rows = written_ips(&output, &summary);
+            assert_eq!(rows.len(), 81);
+            outputs.push(
+                rows.into_iter()
+                    .filter(|r| r.1.as_deref() == Some("dup"))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        let kept = vec![(2 * MINUTE, Some("dup".to_string()), "10.0.0.1".to_string())];
+        assert_eq!(outputs, [kept.clone(), kept]);
+        // The first order sends the second copy through the late path: it sorts before its twin.
+        assert_eq!(late, [1, 0]);
     }
 }
