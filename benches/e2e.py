@@ -49,7 +49,7 @@ print(rows)
 
 
 def measure(command, capture=True):
-    """Runs a command; returns (seconds, peak RSS in MiB, stdout)."""
+    """Runs a command; returns (seconds, peak RSS in MiB, stdout, CPU seconds: user + system)."""
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE if capture else None, stderr=subprocess.PIPE)
     stdout = process.stdout.read() if capture else b""
@@ -58,7 +58,7 @@ def measure(command, capture=True):
     seconds = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"{' '.join(map(str, command))} failed:\n{stderr.decode(errors='replace')}")
-    return seconds, usage.ru_maxrss / 1024, stdout.decode()
+    return seconds, usage.ru_maxrss / 1024, stdout.decode(), usage.ru_utime + usage.ru_stime
 
 
 def main():
@@ -101,8 +101,8 @@ def main():
             for name, command in contenders.items():
                 out = work / name.replace(" ", "-")
                 shutil.rmtree(out, ignore_errors=True)
-                seconds, rss, stdout = measure(command(out))
-                runs[name].append((seconds, rss))
+                seconds, rss, stdout, cpu = measure(command(out))
+                runs[name].append((seconds, rss, cpu))
                 if name.startswith("floor"):
                     report = json.loads(stdout)
                     facts["files"] = report["files"]
@@ -116,7 +116,7 @@ def main():
                 else:
                     facts["duckdb_rows"] = int(stdout.split()[-1])
                 shutil.rmtree(out, ignore_errors=True)
-                print(f"round {round_ + 1} {name}: {seconds:.2f} s, {rss:.0f} MiB", file=sys.stderr)
+                print(f"round {round_ + 1} {name}: {seconds:.2f} s, {cpu:.2f} s CPU, {rss:.0f} MiB", file=sys.stderr)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -124,20 +124,24 @@ def main():
     counts = [facts[f"{name}_rows"] for name in runs if not name.startswith("floor")]
     if any(count != events for count in counts):
         sys.exit(f"row counts disagree: {facts}")
-    median = {name: statistics.median(s for s, _ in r) for name, r in runs.items()}
-    peak = {name: max(m for _, m in r) for name, r in runs.items()}
+    median = {name: statistics.median(s for s, _, _ in r) for name, r in runs.items()}
+    peak = {name: max(m for _, m, _ in r) for name, r in runs.items()}
+    # CPU time is steadier than wall time on a shared machine: it is the work done, not the wait.
+    cpu = {name: statistics.median(c for _, _, c in r) for name, r in runs.items()}
     eps = {name: events / median[name] for name in runs}
 
     print(f"tree: {tree} ({facts['files']:,} files, {events:,} events, "
           f"{facts['gzip_bytes'] / 2**20:.1f} MiB gzip, {facts['json_bytes'] / 2**20:.1f} MiB JSON); "
           f"threads {args.threads}; median of {args.repeat}")
     print()
-    print("| contender | wall s | events/s | gzip MB/s | JSON MB/s | peak RSS MiB | keytrail / this |")
-    print("|---|---|---|---|---|---|---|")
+    print("| contender | wall s | events/s | gzip MB/s | JSON MB/s | peak RSS MiB | keytrail / this "
+          "| CPU s | CPU µs/event |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in runs:
         ratio = eps["keytrail"] / eps[name]
         print(f"| {name} | {median[name]:.2f} | {eps[name]:,.0f} | {facts['gzip_bytes'] / 1e6 / median[name]:.1f} "
-              f"| {facts['json_bytes'] / 1e6 / median[name]:.1f} | {peak[name]:.0f} | {ratio:.2f} |")
+              f"| {facts['json_bytes'] / 1e6 / median[name]:.1f} | {peak[name]:.0f} | {ratio:.2f} "
+              f"| {cpu[name]:.2f} | {cpu[name] / events * 1e6:.2f} |")
     print()
     print(f"keytrail / floor split = {eps['keytrail'] / eps['floor split']:.2f} (target >= 0.40)")
     if "duckdb" in eps:
