@@ -985,7 +985,11 @@ fn cmp_keys(a: &SortKey<'_>, b: &SortKey<'_>) -> std::cmp::Ordering {
 /// order of such rows (and which copy of a duplicated event is kept) follows from the rows
 /// alone, never from which worker read them first.
 fn cmp_whole_rows(a: &RecordBatch, a_row: usize, b: &RecordBatch, b_row: usize) -> std::cmp::Ordering {
-    whole_row_comparators(a, b)
+    first_difference(&whole_row_comparators(a, b), a_row, b_row)
+}
+
+fn first_difference(comparators: &[DynComparator], a_row: usize, b_row: usize) -> std::cmp::Ordering {
+    comparators
         .iter()
         .map(|compare| compare(a_row, b_row))
         .find(|o| o.is_ne())
@@ -1014,13 +1018,11 @@ struct TieBreaker {
 
 impl TieBreaker {
     fn cmp(&mut self, batches: &[RecordBatch], a: (usize, usize), b: (usize, usize)) -> std::cmp::Ordering {
-        self.comparators
+        let comparators = self
+            .comparators
             .entry((a.0, b.0))
-            .or_insert_with(|| whole_row_comparators(&batches[a.0], &batches[b.0]))
-            .iter()
-            .map(|compare| compare(a.1, b.1))
-            .find(|o| o.is_ne())
-            .unwrap_or(std::cmp::Ordering::Equal)
+            .or_insert_with(|| whole_row_comparators(&batches[a.0], &batches[b.0]));
+        first_difference(comparators, a.1, b.1)
     }
 }
 
