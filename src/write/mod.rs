@@ -4,10 +4,11 @@
 //! files roll at a size threshold instead of one small file per input. Inputs arrive in delivery
 //! order, so a partition's rows are nearly sorted: they wait in memory, and when memory runs short
 //! the rows older than the partition's 15-minute reorder window are sorted and appended to its open
-//! file (see [`DatasetWriter::set_watermark`]). Only rows that arrive after later ones were written, or partitions whose
-//! window does not fit in memory, are spilled as sorted Arrow IPC runs and merged with the
-//! partition's files at the end. Files are written under a hidden staging directory and renamed
-//! into place only when complete, so no reader ever sees a partial file.
+//! file (see [`DatasetWriter::set_watermark`]). Only rows that arrive after later ones were
+//! written, or partitions whose window does not fit in memory, are spilled as sorted Arrow IPC
+//! runs and merged with the partition's files at the end. Files are written under a hidden
+//! staging directory and renamed into place only when complete, so no reader ever sees a partial
+//! file.
 
 pub mod output;
 mod parquet_file;
@@ -256,8 +257,8 @@ struct PartitionState {
     late_rows: u64,
     /// Sorted runs spilled to disk, merged in at the end.
     runs: Vec<PathBuf>,
-    /// The sort key of the last row written.
-    last_written: Option<LastWritten>,
+    /// A one-row copy of the last row written: rows that sort before it are late.
+    last_written: Option<RecordBatch>,
     dedup: Dedup,
     sink: RollingWriter,
     sink_bytes: usize,
@@ -367,10 +368,7 @@ impl PartitionState {
             self.sink.write(&self.dedup.filter(&chunk)?)?;
         }
         if let Some(last) = cut.checked_sub(1) {
-            self.last_written = Some(LastWritten {
-                key: OwnedKey::of(&sorted.key(last)),
-                row: sorted.row(last).map_err(arrow_error(context))?,
-            });
+            self.last_written = Some(sorted.row(last).map_err(arrow_error(context))?);
         }
         self.sink_bytes = self.sink.memory_size();
         let total = sorted.len();
@@ -465,21 +463,23 @@ impl PartitionState {
 }
 
 /// Which rows of `batch` sort before `last`; `None` when none do.
-fn late_rows(batch: &RecordBatch, last: &LastWritten) -> Option<BooleanArray> {
+fn late_rows(batch: &RecordBatch, last: &RecordBatch) -> Option<BooleanArray> {
     let times = batch.column(0).as_primitive::<TimestampMicrosecondType>();
+    let last_time = last.column(0).as_primitive::<TimestampMicrosecondType>().value(0);
     // Most batches arrive after the last row written: one comparison of the oldest time says so.
-    if arrow::compute::min(times).is_none_or(|oldest| oldest > last.key.time) {
+    if arrow::compute::min(times).is_none_or(|oldest| oldest > last_time) {
         return None;
     }
+    // Both batches have the writer's schema, so the key columns are at the same places.
     let columns = key_columns(&batch.schema());
-    let last_key = last.key.as_key();
+    let last_key = row_key(last, &columns, 0);
     let mask: BooleanArray = (0..batch.num_rows())
         .map(|row| {
-            Some(match times.value(row).cmp(&last.key.time) {
+            Some(match times.value(row).cmp(&last_time) {
                 std::cmp::Ordering::Less => true,
                 std::cmp::Ordering::Greater => false,
                 std::cmp::Ordering::Equal => cmp_keys(&row_key(batch, &columns, row), &last_key)
-                    .then_with(|| cmp_whole_rows(batch, row, &last.row, 0))
+                    .then_with(|| cmp_whole_rows(batch, row, last, 0))
                     .is_lt(),
             })
         })
@@ -911,35 +911,6 @@ const SORT_COLUMNS: [&str; 7] = [
 struct SortKey<'a> {
     time: i64,
     text: [Option<&'a str>; 6],
-}
-
-/// A [`SortKey`] copied out of its batch.
-struct OwnedKey {
-    time: i64,
-    text: [Option<String>; 6],
-}
-
-impl OwnedKey {
-    fn of(key: &SortKey<'_>) -> OwnedKey {
-        OwnedKey {
-            time: key.time,
-            text: key.text.map(|t| t.map(str::to_string)),
-        }
-    }
-
-    fn as_key(&self) -> SortKey<'_> {
-        SortKey {
-            time: self.time,
-            text: std::array::from_fn(|i| self.text[i].as_deref()),
-        }
-    }
-}
-
-/// The last row a partition wrote: rows that sort before it are late.
-struct LastWritten {
-    key: OwnedKey,
-    /// The whole row (a one-row copy), for rows equal to it in every sort column.
-    row: RecordBatch,
 }
 
 /// Where the text columns of [`SORT_COLUMNS`] are in a batch's schema; looked up once per batch
@@ -1434,17 +1405,16 @@ mod tests {
 
     /// Rows in one Region that differ only in `source_ip_address` (and, when given, event id).
     fn tied_rows(schema: &SchemaRef, rows: &[(i64, Option<&str>, &str)]) -> RecordBatch {
-        let mut batch = self::rows(
+        let base = self::rows(
             schema,
             &rows.iter().map(|r| (r.0, "", "us-east-1")).collect::<Vec<_>>(),
         );
-        let mut columns = batch.columns().to_vec();
+        let mut columns = base.columns().to_vec();
         let id = schema.index_of("event_id").expect("event_id");
         let ip = schema.index_of("source_ip_address").expect("source_ip_address");
         columns[id] = Arc::new(StringArray::from_iter(rows.iter().map(|r| r.1)));
         columns[ip] = Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.2)));
-        batch = RecordBatch::try_new(schema.clone(), columns).expect("valid rows");
-        batch
+        RecordBatch::try_new(schema.clone(), columns).expect("valid rows")
     }
 
     /// Every written row's `(event_time, event_id, source_ip_address)`, in file order.
