@@ -18,7 +18,13 @@ pub struct TopFields<'a> {
 impl<'a> TopFields<'a> {
     /// Parses the top level of a JSON object.
     pub fn parse(bytes: &'a [u8]) -> Result<TopFields<'a>, serde_json::Error> {
-        serde_json::from_slice(bytes)
+        // One check of the whole record: from a byte slice, serde_json validates every string
+        // and every raw member on its own (3% of a conversion's instructions). Invalid UTF-8 is
+        // parsed from the bytes after all, for serde_json's error and its position.
+        match std::str::from_utf8(bytes) {
+            Ok(text) => serde_json::from_str(text),
+            Err(_) => serde_json::from_slice(bytes),
+        }
     }
 
     /// The first member with exactly this key.
