@@ -311,6 +311,9 @@ fn upload_order(root: &std::path::Path) -> Result<Vec<String>, ConvertError> {
     Ok(files)
 }
 
+/// Rows after which a batch is sent at the end of an input file (see `convert_local`).
+const FILE_BATCH_ROWS: usize = 256;
+
 fn convert_local(
     options: &ConvertOptions,
     stores: Option<&Stores>,
@@ -395,9 +398,11 @@ fn convert_local(
                     }
                     let report = convert_input(input, &mut flattener, &sender, options.batch_rows, shared);
                     progress.file_done(report.events, report.bytes);
-                    // A batch ends with a file (once it is a quarter full), so the writer gets
-                    // rows from the two workers' files no further apart in time than the files.
-                    if flattener.rows() >= options.batch_rows / 4 {
+                    // A batch ends with a file (once it holds a few hundred rows), so the writer
+                    // gets rows from the two workers' files no further apart in time than the
+                    // files, and a delivery file of that size arrives as a batch of one
+                    // partition, which the writer keeps whole instead of copying its rows apart.
+                    if flattener.rows() >= FILE_BATCH_ROWS.min(options.batch_rows) {
                         sender.send_rows(&mut flattener, shared, &input.to_string());
                     }
                     reports

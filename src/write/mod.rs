@@ -10,6 +10,7 @@
 //! staging directory and renamed into place only when complete, so no reader ever sees a partial
 //! file.
 
+mod gather;
 pub mod output;
 mod parquet_file;
 
@@ -26,8 +27,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, UInt32Array};
 use arrow::array::{DynComparator, make_comparator};
-use arrow::compute::interleave_record_batch;
-use arrow::compute::take_record_batch;
 use arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
 use arrow::error::ArrowError;
 use arrow::ipc::CompressionType;
@@ -639,7 +638,7 @@ impl DatasetWriter {
                 batch.clone()
             } else {
                 let indices = UInt32Array::from(order[start..end].to_vec());
-                take_record_batch(batch, &indices).map_err(arrow_error("partitioning rows"))?
+                gather::take_rows(batch, &indices).map_err(arrow_error("partitioning rows"))?
             };
             let state = match self.active.get_mut(path.as_str()) {
                 Some(state) => state,
@@ -837,7 +836,7 @@ impl SortedRows {
 
     /// A copy of the `i`-th row in sorted order.
     fn row(&self, i: usize) -> Result<RecordBatch, ArrowError> {
-        interleave_record_batch(&self.batches.iter().collect::<Vec<_>>(), &self.order[i..=i])
+        gather::interleave_rows(&self.batches.iter().collect::<Vec<_>>(), &self.order[i..=i])
     }
 
     /// How many rows are older than `window` before the newest row's time or the watermark,
@@ -864,7 +863,7 @@ impl SortedRows {
             return None;
         }
         let refs: Vec<&RecordBatch> = self.batches.iter().collect();
-        let chunk = interleave_record_batch(&refs, &self.order[self.next..end]);
+        let chunk = gather::interleave_rows(&refs, &self.order[self.next..end]);
         self.next = end;
         Some(chunk)
     }
@@ -1166,7 +1165,7 @@ fn merge_runs(
         }
         if indices.len() == MERGE_BATCH_ROWS {
             let refs: Vec<&RecordBatch> = chunk_batches.iter().collect();
-            sink(&interleave_record_batch(&refs, &indices).map_err(arrow_error(context))?)?;
+            sink(&gather::interleave_rows(&refs, &indices).map_err(arrow_error(context))?)?;
             indices.clear();
             chunk_batches = cursors.iter().map(|c| c.batch.clone()).collect();
             slot = (0..cursors.len()).collect();
@@ -1174,7 +1173,7 @@ fn merge_runs(
     }
     if !indices.is_empty() {
         let refs: Vec<&RecordBatch> = chunk_batches.iter().collect();
-        sink(&interleave_record_batch(&refs, &indices).map_err(arrow_error(context))?)?;
+        sink(&gather::interleave_rows(&refs, &indices).map_err(arrow_error(context))?)?;
     }
     Ok(())
 }
