@@ -53,26 +53,43 @@ impl Node {
     }
 
     /// Records every key under `value` that no column reads (nor keeps whole) into `unmapped`.
-    pub(crate) fn collect_unknown(&self, value: &Json<'_>, path: &str, unmapped: &mut Map<String, Value>) {
+    /// `path` is the value's path; it is extended while descending and restored on return.
+    pub(crate) fn collect_unknown(
+        &self,
+        value: &Json<'_>,
+        path: &mut String,
+        unmapped: &mut Map<String, Value>,
+    ) {
         if self.whole || value.is_null() {
             return;
         }
         let Json::Object(object) = value else {
             // A container the schema walks arrived as a scalar or array: keep it as it came.
-            unmapped.insert(path.to_string(), value.to_value());
+            unmapped.insert(path.clone(), value.to_value());
             return;
         };
+        let parent = path.len();
         for (key, child_value) in object {
             match self.children.iter().find(|(k, _)| k == key) {
                 // Known leaves kept whole need no path: only build one to descend or to report.
-                Some((_, child)) if child.whole || child_value.is_null() => {}
-                Some((_, child)) => child.collect_unknown(child_value, &format!("{path}.{key}"), unmapped),
+                Some((_, child)) if child.whole || child_value.is_null() => continue,
+                Some((_, child)) => {
+                    push_key(path, key);
+                    child.collect_unknown(child_value, path, unmapped);
+                }
                 None => {
-                    unmapped.insert(format!("{path}.{key}"), child_value.to_value());
+                    push_key(path, key);
+                    unmapped.insert(path.clone(), child_value.to_value());
                 }
             }
+            path.truncate(parent);
         }
     }
+}
+
+fn push_key(path: &mut String, key: &str) {
+    path.push('.');
+    path.push_str(key);
 }
 
 /// A compiled JSON path: a top-level slot and the keys below it.
