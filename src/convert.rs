@@ -383,9 +383,12 @@ fn convert_local(
             .spawn_scoped(scope, move || write_all(writer, receiver, threads))
             .expect("the OS starts a thread");
         for worker in 0..threads {
-            let sender = BatchSender {
+            let mut sender = BatchSender {
                 worker,
                 sender: sender.clone(),
+                send_rows: options.batch_rows.div_ceil(4),
+                held: Vec::new(),
+                held_rows: 0,
             };
             let (inputs, next, reports, shared) = (&inputs, &next, &reports, &shared);
             let reader = std::thread::Builder::new().name(format!("keytrail-read-{worker}"));
@@ -396,14 +399,14 @@ fn convert_local(
                     if shared.stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    let report = convert_input(input, &mut flattener, &sender, options.batch_rows, shared);
+                    let report =
+                        convert_input(input, &mut flattener, &mut sender, options.batch_rows, shared);
                     progress.file_done(report.events, report.bytes);
-                    // A batch ends with a file (once it holds a few hundred rows), so the writer
-                    // gets rows from the two workers' files no further apart in time than the
-                    // files, and a delivery file of that size arrives as a batch of one
-                    // partition, which the writer keeps whole instead of copying its rows apart.
+                    // A batch ends with a file (once it holds a few hundred rows), so that a
+                    // delivery file of that size is a batch of one partition, which the writer
+                    // keeps whole instead of copying its rows apart.
                     if flattener.rows() >= FILE_BATCH_ROWS.min(options.batch_rows) {
-                        sender.send_rows(&mut flattener, shared, &input.to_string());
+                        sender.end_batch(&mut flattener, shared, &input.to_string());
                     }
                     reports
                         .lock()
@@ -413,7 +416,7 @@ fn convert_local(
                 }
                 if flattener.rows() > 0 {
                     let last = last_input.map_or_else(String::new, ToString::to_string);
-                    sender.send_rows(&mut flattener, shared, &last);
+                    sender.end_batch(&mut flattener, shared, &last);
                 }
                 sender.done();
             });
@@ -494,25 +497,37 @@ fn apply_write_summary(summary: &mut ConvertSummary, written: WriteSummary) {
 
 /// What the workers send the writer thread.
 enum ToWriter {
-    Batch(usize, RecordBatch),
+    /// Batches in the order the worker read their rows.
+    Batches(usize, Vec<RecordBatch>),
     /// The worker has read its last input.
     Done(usize),
 }
 
-/// A worker's end of the channel to the writer.
+/// A worker's end of the channel to the writer. Batches are sent in groups of at least
+/// `send_rows` rows: the channel holds a fixed number of messages, and with one small batch per
+/// delivery file in each it buffered too few rows to keep the workers busy while the writer
+/// encodes (a tenth more wall time on 2 cores).
 struct BatchSender {
     worker: usize,
     sender: Sender<ToWriter>,
+    send_rows: usize,
+    held: Vec<RecordBatch>,
+    held_rows: usize,
 }
 
 impl BatchSender {
-    /// Sends the rows the flattener holds as a batch. False when the run must stop: the writer
-    /// has stopped, or the rows could not be made into a batch (a fatal error, kept in `shared`
-    /// with `last_input`, the input whose rows end the batch: never a silent loss of rows).
-    fn send_rows(&self, flattener: &mut Flattener, shared: &Shared, last_input: &str) -> bool {
+    /// Ends the flattener's batch, and sends the batches held once they reach `send_rows`.
+    /// False when the run must stop: the writer has stopped, or the rows could not be made into
+    /// a batch (a fatal error, kept in `shared` with `last_input`, the input whose rows end the
+    /// batch: never a silent loss of rows).
+    fn end_batch(&mut self, flattener: &mut Flattener, shared: &Shared, last_input: &str) -> bool {
         let rows = flattener.rows();
         match flattener.finish_batch() {
-            Ok(batch) => self.sender.send(ToWriter::Batch(self.worker, batch)).is_ok(),
+            Ok(batch) => {
+                self.held.push(batch);
+                self.held_rows += rows;
+                self.held_rows < self.send_rows || self.send_held()
+            }
             Err(source) => {
                 shared.fail(WriteError::Arrow {
                     context: format!("building a batch of {rows} rows read up to {last_input}"),
@@ -523,9 +538,17 @@ impl BatchSender {
         }
     }
 
-    /// Tells the writer this worker has read its last input.
-    fn done(&self) {
-        let _ = self.sender.send(ToWriter::Done(self.worker));
+    fn send_held(&mut self) -> bool {
+        self.held_rows = 0;
+        let batches = std::mem::take(&mut self.held);
+        batches.is_empty() || self.sender.send(ToWriter::Batches(self.worker, batches)).is_ok()
+    }
+
+    /// Sends what is held and tells the writer this worker has read its last input.
+    fn done(mut self) {
+        if self.send_held() {
+            let _ = self.sender.send(ToWriter::Done(self.worker));
+        }
     }
 }
 
@@ -539,32 +562,32 @@ fn write_all(
     let mut newest: Vec<Option<i64>> = vec![None; workers];
     let mut done = vec![false; workers];
     for message in messages {
-        let batch = match message {
-            ToWriter::Batch(worker, batch) => {
-                let times = batch
-                    .column(0)
-                    .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
-                if let Some(max) = arrow::compute::max(times) {
-                    newest[worker] = Some(newest[worker].map_or(max, |n| n.max(max)));
-                }
-                batch
-            }
+        let (worker, batches) = match message {
+            ToWriter::Batches(worker, batches) => (worker, batches),
             ToWriter::Done(worker) => {
                 done[worker] = true;
                 continue;
             }
         };
-        let watermark = newest
-            .iter()
-            .zip(&done)
-            .filter(|(_, done)| !**done)
-            .map(|(newest, _)| newest.unwrap_or(i64::MIN))
-            .min();
-        writer.set_watermark(watermark);
-        if let Err(e) = writer.write(&batch) {
-            // Returning drops the receiver: the workers stop at their next send.
-            writer.abandon();
-            return Err(e);
+        for batch in batches {
+            let times = batch
+                .column(0)
+                .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+            if let Some(max) = arrow::compute::max(times) {
+                newest[worker] = Some(newest[worker].map_or(max, |n| n.max(max)));
+            }
+            let watermark = newest
+                .iter()
+                .zip(&done)
+                .filter(|(_, done)| !**done)
+                .map(|(newest, _)| newest.unwrap_or(i64::MIN))
+                .min();
+            writer.set_watermark(watermark);
+            if let Err(e) = writer.write(&batch) {
+                // Returning drops the receiver: the workers stop at their next send.
+                writer.abandon();
+                return Err(e);
+            }
         }
     }
     writer.finish()
@@ -595,7 +618,7 @@ impl Shared {
 struct Reading<'a> {
     name: String,
     flattener: &'a mut Flattener,
-    sender: &'a BatchSender,
+    sender: &'a mut BatchSender,
     shared: &'a Shared,
     batch_rows: usize,
     items: u64,
@@ -641,7 +664,7 @@ impl Reading<'_> {
         self.items += 1;
         self.value(item.bytes, index, item.offset);
         if self.flattener.rows() >= self.batch_rows {
-            self.receiver_gone |= !self.sender.send_rows(self.flattener, self.shared, &self.name);
+            self.receiver_gone |= !self.sender.end_batch(self.flattener, self.shared, &self.name);
         }
     }
 
@@ -702,7 +725,7 @@ impl Reading<'_> {
 fn convert_input(
     input: &Input,
     flattener: &mut Flattener,
-    sender: &BatchSender,
+    sender: &mut BatchSender,
     batch_rows: usize,
     shared: &Shared,
 ) -> FileReport {
