@@ -808,12 +808,18 @@ impl SortedRows {
         // large request/response JSON columns (only tie-breakers) on every spill.
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         let columns = batches.first().map_or([0; 6], |b| key_columns(&b.schema()));
-        let mut keyed: Vec<(SortKey<'_>, (usize, usize))> = Vec::with_capacity(rows);
+        let mut keyed: Vec<(KeyPrefix, (usize, usize))> = Vec::with_capacity(rows);
         for (b, batch) in batches.iter().enumerate() {
-            keyed.extend((0..batch.num_rows()).map(|row| (row_key(batch, &columns, row), (b, row))));
+            let key = |row| key_prefix(&row_key(batch, &columns, row));
+            keyed.extend((0..batch.num_rows()).map(|row| (key(row), (b, row))));
         }
+        let full_key = |(b, row): (usize, usize)| row_key(&batches[b], &columns, row);
         let mut ties = TieBreaker::default();
-        keyed.sort_by(|x, y| cmp_keys(&x.0, &y.0).then_with(|| ties.cmp(&batches, x.1, y.1)));
+        keyed.sort_by(|x, y| {
+            x.0.cmp(&y.0)
+                .then_with(|| cmp_keys(&full_key(x.1), &full_key(y.1)))
+                .then_with(|| ties.cmp(&batches, x.1, y.1))
+        });
         let order = keyed.into_iter().map(|(_, at)| at).collect();
         SortedRows {
             batches,
@@ -930,6 +936,20 @@ fn row_key<'b>(batch: &'b RecordBatch, columns: &KeyColumns, row: usize) -> Sort
         time: times.value(row),
         text: std::array::from_fn(|i| text(columns[i])),
     }
+}
+
+/// The start of a [`SortKey`] that orders like it wherever the two differ: the time, then the
+/// event id's first 8 bytes (a missing id last). Sorting these small copies, rather than the
+/// whole keys (104 bytes with six borrowed strings), moves a fifth of the memory, and the whole
+/// keys are read only for the rare rows that tie on both.
+type KeyPrefix = (i64, bool, u64);
+
+fn key_prefix(key: &SortKey<'_>) -> KeyPrefix {
+    let id = key.text[0].unwrap_or_default().as_bytes();
+    let mut first = [0u8; 8];
+    let n = id.len().min(8);
+    first[..n].copy_from_slice(&id[..n]);
+    (key.time, key.text[0].is_none(), u64::from_be_bytes(first))
 }
 
 fn cmp_keys(a: &SortKey<'_>, b: &SortKey<'_>) -> std::cmp::Ordering {
@@ -1441,6 +1461,42 @@ mod tests {
             }
         }
         rows
+    }
+
+    #[test]
+    fn key_prefixes_order_like_whole_keys_where_they_differ() {
+        let ids = [
+            None,
+            Some(""),
+            Some("\0"),
+            Some("a"),
+            Some("a\0"),
+            Some("a\0b"),
+            Some("abcdefgh"),
+            Some("abcdefgh-1"),
+            Some("abcdefgi"),
+            Some("é"),
+        ];
+        let key = |time: i64, id: Option<&'static str>| SortKey {
+            time,
+            text: [id, None, None, None, None, None],
+        };
+        let keys: Vec<SortKey<'_>> = [1, 2]
+            .into_iter()
+            .flat_map(|time| ids.map(|id| key(time, id)))
+            .collect();
+        for a in &keys {
+            for b in &keys {
+                let prefix = key_prefix(a).cmp(&key_prefix(b));
+                if prefix.is_ne() {
+                    assert_eq!(prefix, cmp_keys(a, b), "{:?} {:?}", a.text[0], b.text[0]);
+                }
+            }
+        }
+        assert!(
+            key_prefix(&key(1, Some("a"))) < key_prefix(&key(1, None)),
+            "missing ids last"
+        );
     }
 
     #[test]
