@@ -939,9 +939,9 @@ fn row_key<'b>(batch: &'b RecordBatch, columns: &KeyColumns, row: usize) -> Sort
 }
 
 /// The start of a [`SortKey`] that orders like it wherever the two differ: the time, then the
-/// event id's first 8 bytes (a missing id last). Sorting these small copies, rather than the
-/// whole keys (104 bytes with six borrowed strings), moves a fifth of the memory, and the whole
-/// keys are read only for the rare rows that tie on both.
+/// event id's first 8 bytes (a missing id last). Sorting these (24 bytes) with the rows, rather
+/// than the whole keys (104 bytes with six borrowed strings), moves a third of the memory, and
+/// the whole keys are read only for the rare rows that tie on both.
 type KeyPrefix = (i64, bool, u64);
 
 fn key_prefix(key: &SortKey<'_>) -> KeyPrefix {
