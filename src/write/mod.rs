@@ -471,15 +471,12 @@ fn late_rows(batch: &RecordBatch, last: &RecordBatch) -> Option<BooleanArray> {
     }
     // Both batches have the writer's schema, so the key columns are at the same places.
     let columns = key_columns(&batch.schema());
-    let last_key = row_key(last, &columns, 0);
     let mask: BooleanArray = (0..batch.num_rows())
         .map(|row| {
             Some(match times.value(row).cmp(&last_time) {
                 std::cmp::Ordering::Less => true,
                 std::cmp::Ordering::Greater => false,
-                std::cmp::Ordering::Equal => cmp_keys(&row_key(batch, &columns, row), &last_key)
-                    .then_with(|| cmp_whole_rows(batch, row, last, 0))
-                    .is_lt(),
+                std::cmp::Ordering::Equal => cmp_rows(batch, row, last, 0, &columns).is_lt(),
             })
         })
         .collect();
@@ -893,12 +890,6 @@ struct Cursor {
     row: usize,
 }
 
-impl Cursor {
-    fn key(&self, columns: &KeyColumns) -> SortKey<'_> {
-        row_key(&self.batch, columns, self.row)
-    }
-}
-
 /// The order of every output file, nulls last. The first four columns identify an event, so
 /// copies of one event sort next to each other (that is how duplicates are found); the rest only
 /// break ties, so that which copy is kept never depends on the order inputs were read in.
@@ -971,11 +962,19 @@ fn cmp_keys(a: &SortKey<'_>, b: &SortKey<'_>) -> std::cmp::Ordering {
     })
 }
 
-/// Orders rows equal in every sort column by all their columns, in schema order, so that the
-/// order of such rows (and which copy of a duplicated event is kept) follows from the rows
-/// alone, never from which worker read them first.
-fn cmp_whole_rows(a: &RecordBatch, a_row: usize, b: &RecordBatch, b_row: usize) -> std::cmp::Ordering {
-    first_difference(&whole_row_comparators(a, b), a_row, b_row)
+/// The order of every output file: by [`SORT_COLUMNS`], then rows equal in all of them by all
+/// their columns, in schema order, so that the order of such rows (and which copy of a
+/// duplicated event is kept) follows from the rows alone, never from which worker read them
+/// first. [`SortedRows::new`] sorts in this order with a key prefix and cached tie-breakers.
+fn cmp_rows(
+    a: &RecordBatch,
+    a_row: usize,
+    b: &RecordBatch,
+    b_row: usize,
+    columns: &KeyColumns,
+) -> std::cmp::Ordering {
+    cmp_keys(&row_key(a, columns, a_row), &row_key(b, columns, b_row))
+        .then_with(|| first_difference(&whole_row_comparators(a, b), a_row, b_row))
 }
 
 fn first_difference(comparators: &[DynComparator], a_row: usize, b_row: usize) -> std::cmp::Ordering {
@@ -999,8 +998,9 @@ fn whole_row_comparators(a: &RecordBatch, b: &RecordBatch) -> Vec<DynComparator>
         .collect()
 }
 
-/// [`cmp_whole_rows`] for the rows of one sort, building each pair of batches' comparators once:
-/// many rows may tie (a source without event ids), while real events never do.
+/// The whole-row tie-break of [`cmp_rows`] for the rows of one sort, building each pair of
+/// batches' comparators once: many rows may tie (a source without event ids), while real events
+/// never do.
 #[derive(Default)]
 struct TieBreaker {
     comparators: HashMap<(usize, usize), Vec<DynComparator>>,
@@ -1160,9 +1160,7 @@ fn merge_runs(
             if live[i]
                 && best.is_none_or(|b| {
                     let other = &cursors[b];
-                    cmp_keys(&cursor.key(&columns), &other.key(&columns))
-                        .then_with(|| cmp_whole_rows(&cursor.batch, cursor.row, &other.batch, other.row))
-                        .is_lt()
+                    cmp_rows(&cursor.batch, cursor.row, &other.batch, other.row, &columns).is_lt()
                 })
             {
                 best = Some(i);
