@@ -407,7 +407,7 @@ fn convert_local(
                     // delivery file of that size is a batch of one partition, which the writer
                     // keeps whole instead of copying its rows apart.
                     if flattener.rows() >= FILE_BATCH_ROWS.min(options.batch_rows) {
-                        sender.end_batch(&mut flattener, shared, &input.to_string());
+                        sender.end_batch(&mut flattener, shared, input);
                     }
                     reports
                         .lock()
@@ -415,9 +415,11 @@ fn convert_local(
                         .push(report);
                     last_input = Some(input);
                 }
-                if flattener.rows() > 0 {
-                    let last = last_input.map_or_else(String::new, ToString::to_string);
-                    sender.end_batch(&mut flattener, shared, &last);
+                // Rows are only ever left over from an input read.
+                if let Some(last) = last_input
+                    && flattener.rows() > 0
+                {
+                    sender.end_batch(&mut flattener, shared, last);
                 }
                 sender.done();
             });
@@ -521,7 +523,12 @@ impl BatchSender {
     /// False when the run must stop: the writer has stopped, or the rows could not be made into
     /// a batch (a fatal error, kept in `shared` with `last_input`, the input whose rows end the
     /// batch: never a silent loss of rows).
-    fn end_batch(&mut self, flattener: &mut Flattener, shared: &Shared, last_input: &str) -> bool {
+    fn end_batch(
+        &mut self,
+        flattener: &mut Flattener,
+        shared: &Shared,
+        last_input: &dyn std::fmt::Display,
+    ) -> bool {
         let rows = flattener.rows();
         match flattener.finish_batch() {
             Ok(batch) => {
