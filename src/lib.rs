@@ -2,15 +2,23 @@
 //! Hive-partitioned Parquet.
 //!
 //! The data path: [`read`] finds inputs and splits them into records, [`flatten`] turns records
-//! into Arrow batches following the [`schema`], [`write`] partitions, sorts and writes Parquet, and
-//! [`convert`] runs the whole job on all cores. [`store`] reads and writes `s3://` locations.
+//! into Arrow batches following the [`schema`], [`write`] partitions, sorts and writes Parquet
+//! into a [`dataset`] (what a table is: layout, commits, manifest, quarantine), which [`sql`]
+//! queries; [`convert`] runs the whole job on all cores. [`store`] reads and writes `s3://`
+//! locations; [`cli`] is the only module that knows about the command line.
+//!
+//! Dependencies point one way: `schema` ← `dataset` ← `store` ← `read` ← `flatten`; `write` uses
+//! `dataset` and `schema`; `convert` uses all of those; `sql` uses `dataset`, `schema` and
+//! `store`; `cli` uses everything.
 
 pub mod cli;
 pub mod convert;
+pub mod dataset;
 pub mod flatten;
 pub mod read;
 pub mod schema;
 pub mod sql;
 pub mod store;
+mod sync;
 pub mod synth;
 pub mod write;

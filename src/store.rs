@@ -22,6 +22,8 @@ use object_store::{ClientOptions, ObjectMeta, ObjectStore, ObjectStoreExt};
 use tokio::runtime::{Handle, Runtime};
 use tracing::{debug, info_span};
 
+use crate::dataset::layout::is_hidden_name;
+
 /// Errors talking to an object store; each names the location.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -261,10 +263,7 @@ impl Stores {
     }
 
     fn store(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
-        let mut stores = self
-            .stores
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut stores = crate::sync::lock(&self.stores);
         if let Some(store) = stores.get(bucket) {
             return Ok(store.clone());
         }
@@ -298,7 +297,7 @@ impl Stores {
                     .location
                     .parts()
                     .skip(base_parts)
-                    .any(|part| crate::read::discover::is_hidden_name(part.as_ref()))
+                    .any(|part| is_hidden_name(part.as_ref()))
             })
             .filter(|meta| {
                 matcher

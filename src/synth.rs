@@ -22,8 +22,20 @@ use serde_json::{Value, json};
 #[derive(Debug, Clone)]
 pub struct GenOptions {
     pub events: u64,
+    /// The same seed writes the same files.
     pub seed: u64,
     pub records_per_file: usize,
+}
+
+impl Default for GenOptions {
+    /// 100,000 events, seed 1, 500 records per delivery file (what `keytrail gen` writes).
+    fn default() -> Self {
+        GenOptions {
+            events: 100_000,
+            seed: 1,
+            records_per_file: 500,
+        }
+    }
 }
 
 /// What was generated.

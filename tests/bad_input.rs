@@ -8,7 +8,7 @@ use std::path::Path;
 
 use common::*;
 use keytrail::convert::{ConvertError, ConvertOptions, NoProgress, convert};
-use keytrail::write::quarantine::read_quarantine;
+use keytrail::dataset::quarantine::read_quarantine;
 
 const GOOD: &str = r#"{"eventVersion":"1.08","eventTime":"2023-07-10T11:42:13Z","eventSource":"kms.amazonaws.com","eventName":"Decrypt","awsRegion":"us-east-1","eventID":"good-1","recipientAccountId":"111122223333"}"#;
 

@@ -6,8 +6,8 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, TimeUnit};
 use common::*;
 use keytrail::convert::SkippedFile;
+use keytrail::dataset::{PartitionKey, Partitioning};
 use keytrail::read::classify::SkipReason;
-use keytrail::write::{PartitionKey, Partitioning};
 
 #[test]
 fn invictus_all_2900_records_typed_and_partitioned() {
@@ -415,7 +415,7 @@ fn partition_keys_are_chosen_and_refusal_is_safe() {
         .unwrap_err()
         .to_string();
     assert!(refused.contains("--overwrite"), "{refused}");
-    options.mode = keytrail::write::OutputMode::Overwrite;
+    options.mode = keytrail::dataset::OutputMode::Overwrite;
     let again = keytrail::convert::convert(&options, &keytrail::convert::NoProgress).unwrap();
     assert_eq!(again.rows_written, summary.rows_written);
     assert_eq!(
@@ -430,7 +430,7 @@ fn partition_keys_are_chosen_and_refusal_is_safe() {
     std::fs::write(foreign.join("notes.txt"), "mine").unwrap();
     let mut options =
         keytrail::convert::ConvertOptions::new(vec![data("aws-kms-developer-guide/events")], &foreign);
-    options.mode = keytrail::write::OutputMode::Overwrite;
+    options.mode = keytrail::dataset::OutputMode::Overwrite;
     let refused = keytrail::convert::convert(&options, &keytrail::convert::NoProgress)
         .unwrap_err()
         .to_string();
@@ -511,7 +511,7 @@ fn a_dataset_from_before_run_states_is_overwritten() {
         std::fs::write(&path, record.to_string()).unwrap();
     }
     let mut options = keytrail::convert::ConvertOptions::new(vec![data("invictus")], &out);
-    options.mode = keytrail::write::OutputMode::Overwrite;
+    options.mode = keytrail::dataset::OutputMode::Overwrite;
     let second = keytrail::convert::convert(&options, &keytrail::convert::NoProgress).unwrap();
     assert_eq!(second.rows_written, 2900);
     let files = parquet_files(&out);

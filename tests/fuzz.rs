@@ -2,10 +2,12 @@
 //! panics, splitting does not depend on how input is chunked, and valid records round-trip.
 //! `PROPTEST_CASES=100000 cargo test --release --test fuzz` runs a long campaign.
 
+use keytrail::convert::dispatch::{RecordSink, dispatch};
 use keytrail::flatten::Flattener;
-use keytrail::read::classify::{Kind, classify, remove_trailing_commas};
+use keytrail::read::classify::{SkipReason, TopFields};
 use keytrail::read::split::{SplitError, Splitter};
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use serde_json::{Value, json};
 
 const SEED_RECORD: &str = r#"{"eventVersion":"1.08","userIdentity":{"type":"AssumedRole","arn":"arn:aws:sts::111122223333:assumed-role/r/s","accountId":"111122223333","sessionContext":{"attributes":{"mfaAuthenticated":"false","creationDate":"2023-07-10T11:00:00Z"}}},"eventTime":"2023-07-10T11:42:13Z","eventSource":"kms.amazonaws.com","eventName":"Decrypt","awsRegion":"us-east-1","readOnly":true,"requestParameters":{"keyId":"alias/app","encryptionContext":{"aws:s3:arn":"arn:aws:s3:::b/k"}},"resources":[{"ARN":"arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab","accountId":"111122223333","type":"AWS::KMS::Key"}],"eventID":"e1","recipientAccountId":"111122223333"}"#;
@@ -20,27 +22,28 @@ fn split(input: &[u8], chunk: usize) -> Result<Vec<Vec<u8>>, SplitError> {
     Ok(items)
 }
 
-/// Runs one value through everything the converter does with a record; must never panic.
-fn convert_value(bytes: &[u8], flattener: &mut Flattener) {
-    let repaired = remove_trailing_commas(bytes);
-    let bytes = repaired.as_deref().unwrap_or(bytes);
-    if let Ok(kind) = classify(bytes) {
-        match kind {
-            Kind::Event(top) => {
-                let before = flattener.rows();
-                match flattener.append(&top) {
-                    Ok(()) => assert_eq!(flattener.rows(), before + 1),
-                    Err(_) => assert_eq!(flattener.rows(), before),
-                }
-            }
-            Kind::Records(records) => records
-                .iter()
-                .for_each(|r| convert_value(r.get().as_bytes(), flattener)),
-            Kind::Embedded(texts) => texts.iter().for_each(|t| convert_value(t.as_bytes(), flattener)),
-            Kind::Nested(inner) => convert_value(inner.get().as_bytes(), flattener),
-            Kind::Skip(_) => {}
+/// Flattens what the converter's own dispatch finds, checking that an event is appended whole
+/// or not at all.
+struct Flattening<'a>(&'a mut Flattener);
+
+impl RecordSink for Flattening<'_> {
+    fn event(&mut self, event: &TopFields<'_>, _original: &[u8]) {
+        let before = self.0.rows();
+        match self.0.append(event) {
+            Ok(()) => assert_eq!(self.0.rows(), before + 1),
+            Err(_) => assert_eq!(self.0.rows(), before),
         }
     }
+    fn skipped(&mut self, _reason: SkipReason) {}
+    fn repaired(&mut self) {}
+    fn invalid(&mut self, message: String, _original: &[u8]) {
+        assert!(message.starts_with("invalid JSON"), "{message}");
+    }
+}
+
+/// Runs one value through everything the converter does with a record; must never panic.
+fn convert_value(bytes: &[u8], flattener: &mut Flattener) {
+    dispatch(bytes, &mut Flattening(flattener));
 }
 
 /// Arbitrary JSON, biased towards CloudTrail's shapes and keys.
@@ -84,7 +87,8 @@ fn json_value() -> impl Strategy<Value = Value> {
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(256),
-        failure_persistence: None,
+        // The regressions file beside this one is replayed before new cases.
+        failure_persistence: Some(Box::new(FileFailurePersistence::SourceParallel("proptest-regressions"))),
         ..ProptestConfig::default()
     })]
 
@@ -147,5 +151,20 @@ proptest! {
         let _ = split(truncated, 7);
         convert_value(truncated, &mut flattener);
         prop_assert!(flattener.finish_batch().is_ok());
+    }
+}
+
+/// The case recorded in `fuzz.proptest-regressions` (a record holding a float with a negative
+/// exponent, split one byte at a time), replayed by hand as well as by proptest's seed.
+#[test]
+fn the_recorded_regression_round_trips() {
+    let record = json!({"eventName": "X", "payload": [[[-1.1308905318829763e-52]]]}).to_string();
+    for container in [
+        format!("{{\"Records\":[{record}]}}"),
+        format!("[{record}]"),
+        format!("{record}\n"),
+    ] {
+        let items = split(container.as_bytes(), 1).unwrap();
+        assert_eq!(items, vec![record.as_bytes().to_vec()], "{container}");
     }
 }

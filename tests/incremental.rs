@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::*;
 use keytrail::convert::{ConvertOptions, ConvertSummary, NoProgress, convert};
+use keytrail::dataset::OutputMode;
 use keytrail::synth::{GenOptions, generate};
-use keytrail::write::OutputMode;
 
 fn generate_logs(dir: &Path, events: u64, seed: u64) {
     let options = GenOptions {
@@ -115,7 +115,7 @@ fn incremental_refuses_a_different_partitioning() {
     let mut options = ConvertOptions::new(vec![data("invictus")], &out);
     options.mode = OutputMode::Incremental;
     options.write.partitioning =
-        keytrail::write::Partitioning::new(vec![keytrail::write::PartitionKey::Account]).unwrap();
+        keytrail::dataset::Partitioning::new(vec![keytrail::dataset::PartitionKey::Account]).unwrap();
     let error = convert(&options, &NoProgress).unwrap_err().to_string();
     assert!(error.contains("partitioned by [region,event_date]"), "{error}");
 }
@@ -156,22 +156,46 @@ fn a_run_killed_at_any_moment_then_rerun_ends_with_exactly_the_same_rows() {
     // SIGKILL at many moments of a run, each followed by a rerun that is killed again, until one
     // finishes: the result is always the same rows, none missing, none doubled.
     let out = dir.path().join("killed");
+    let mut kills_in_flight = 0;
     for delay_ms in [5u64, 40, 90, 160, 250, 400, 650] {
         let mut child = keytrail(&logs, &out).spawn().unwrap();
         std::thread::sleep(Duration::from_millis(delay_ms));
         let _ = child.kill();
         let _ = child.wait();
+        // A kill that landed mid-run leaves its staging area, or a run record not yet committed.
+        kills_in_flight += usize::from(staging_areas(&out) > 0 || uncommitted_run_records(&out) > 0);
         // Whatever was committed so far is complete and readable, never doubled.
         let partial = event_ids(&out);
         assert!(partial.values().all(|n| *n == 1), "after a kill at {delay_ms} ms");
         assert!(partial.keys().all(|id| expected.contains_key(id)));
     }
+    assert!(
+        kills_in_flight > 0,
+        "no kill landed while a run was in flight: the loop tested nothing"
+    );
     assert!(keytrail(&logs, &out).status().unwrap().success());
     assert_eq!(event_ids(&out), expected);
-    let leftovers: Vec<_> = std::fs::read_dir(&out)
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".keytrail-staging-"))
-        .collect();
-    assert!(leftovers.is_empty(), "staging areas are cleaned up");
+    assert_eq!(staging_areas(&out), 0, "staging areas are cleaned up");
+    assert_eq!(uncommitted_run_records(&out), 0);
+}
+
+/// The staging directories of runs in `out` (left by a run still going or killed).
+fn staging_areas(out: &Path) -> usize {
+    std::fs::read_dir(out).map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".keytrail-staging-"))
+            .count()
+    })
+}
+
+/// Run records in `out` whose commit has not finished.
+fn uncommitted_run_records(out: &Path) -> usize {
+    std::fs::read_dir(out.join("_keytrail/runs")).map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .filter(|text| text.contains("\"committing\""))
+            .count()
+    })
 }

@@ -30,11 +30,11 @@ fn pyarrow_duckdb_and_spark_read_the_output() {
     let expected_micros = micros(record["eventTime"].as_str().unwrap());
 
     let ddl_path = dir.path().join("spark.sql");
-    let ddl = keytrail::schema::ddl::spark(
+    let ddl = keytrail::dataset::ddl::spark(
         keytrail::schema::Schema::builtin(),
         "keytrail_events",
         &out.to_string_lossy(),
-        &keytrail::write::Partitioning::default(),
+        &keytrail::dataset::Partitioning::default(),
     );
     std::fs::write(&ddl_path, ddl).unwrap();
 

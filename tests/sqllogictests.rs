@@ -63,7 +63,7 @@ fn format_rows(batch: &RecordBatch) -> Result<Vec<Vec<String>>, SqlError> {
         .iter()
         .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| SqlError::Query(e.to_string()))?;
+        .map_err(SqlError::from)?;
     Ok((0..batch.num_rows())
         .map(|row| {
             formatters

@@ -2,6 +2,7 @@
 
 mod progress;
 mod summary;
+mod values;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -11,8 +12,12 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
-use crate::convert::{ConvertOptions, convert};
-use crate::write::{ParquetCompression, PartitionKey, Partitioning, SpillCompression, WriteOptions};
+use crate::convert::{ConvertOptions, DEFAULT_BATCH_ROWS, convert};
+use crate::dataset::{OutputMode, Partitioning};
+use crate::synth::GenOptions;
+use crate::write::options::{DEFAULT_MEMORY_LIMIT_BYTES, DEFAULT_TARGET_FILE_BYTES, default_threads};
+use crate::write::{ByteSize, ParquetCompression, SpillCompression, WriteOptions};
+use values::{ResultFormat, SpillCodec};
 
 /// Exit code: everything converted.
 pub const EXIT_OK: u8 = 0;
@@ -83,7 +88,7 @@ struct SchemaArgs {
     table: String,
 
     /// The partition keys the dataset was converted with.
-    #[arg(short, long, value_name = "KEYS", default_value = "region,date", value_parser = parse_partitioning)]
+    #[arg(short, long, value_name = "KEYS", default_value_t = Partitioning::default())]
     partition_by: Partitioning,
 }
 
@@ -117,7 +122,7 @@ struct SqlArgs {
 
     /// Result format (default: table on a terminal, csv otherwise; from the extension with --output).
     #[arg(long, value_enum, value_name = "FORMAT")]
-    format: Option<crate::sql::output::Format>,
+    format: Option<ResultFormat>,
 
     /// Write results to FILE (csv, json, ndjson or parquet) instead of stdout.
     #[arg(short, long, value_name = "FILE")]
@@ -146,15 +151,15 @@ struct GenArgs {
     output: PathBuf,
 
     /// Number of events.
-    #[arg(short = 'n', long, default_value_t = 100_000)]
+    #[arg(short = 'n', long, default_value_t = GenOptions::default().events)]
     events: u64,
 
     /// Random seed: the same seed writes the same files.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = GenOptions::default().seed)]
     seed: u64,
 
     /// Records per delivery file.
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = GenOptions::default().records_per_file as u64, value_parser = clap::value_parser!(u64).range(1..))]
     records_per_file: u64,
 }
 
@@ -182,7 +187,7 @@ struct ConvertArgs {
 
     /// Partition keys in directory order, comma-separated, from: account, region, date, year,
     /// month, day, service; or `none`.
-    #[arg(short, long, value_name = "KEYS", default_value = "region,date", value_parser = parse_partitioning)]
+    #[arg(short, long, value_name = "KEYS", default_value_t = Partitioning::default())]
     partition_by: Partitioning,
 
     /// Replace the keytrail dataset already in the output directory.
@@ -213,53 +218,22 @@ struct ConvertArgs {
     threads: Option<u16>,
 
     /// Close a Parquet file once it reaches this size (e.g. 256MiB, 1GB).
-    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
-    target_file_size: u64,
+    #[arg(long, value_name = "SIZE", default_value_t = ByteSize(DEFAULT_TARGET_FILE_BYTES))]
+    target_file_size: ByteSize,
 
     /// Hold at most this much in memory (rows waiting to be sorted, Parquet row groups being
     /// built); beyond it rows are written out in time order, or spilled as sorted runs.
-    #[arg(long, value_name = "SIZE", default_value = "96MiB", value_parser = parse_size)]
-    memory_limit: u64,
+    #[arg(long, value_name = "SIZE", default_value_t = ByteSize(DEFAULT_MEMORY_LIMIT_BYTES))]
+    memory_limit: ByteSize,
 
     /// Compression of the Parquet files: zstd (level 1), zstd(LEVEL) with LEVEL 1-22, snappy,
     /// or none.
-    #[arg(long, value_name = "CODEC", default_value = "zstd", value_parser = clap::value_parser!(ParquetCompression))]
+    #[arg(long, value_name = "CODEC", default_value_t = ParquetCompression::default())]
     compression: ParquetCompression,
 
     /// Compression of the sorted runs spilled to disk (rows that arrive out of order).
-    #[arg(long, value_enum, default_value = "lz4", value_name = "CODEC")]
-    spill_compression: SpillCompression,
-}
-
-fn parse_partitioning(text: &str) -> Result<Partitioning, String> {
-    if text.trim().eq_ignore_ascii_case("none") || text.trim().is_empty() {
-        return Partitioning::new(Vec::new());
-    }
-    let keys = text
-        .split(',')
-        .map(str::parse::<PartitionKey>)
-        .collect::<Result<Vec<_>, _>>()?;
-    Partitioning::new(keys)
-}
-
-/// Parses `256MiB`, `1GB`, `4096`, `512k` (k/M/G are binary multiples, as are KiB/MiB/GiB).
-fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let number: u64 = text[..digits]
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size such as 256MiB"))?;
-    let multiplier: u64 = match text[digits..].trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        other => return Err(format!("unknown size unit `{other}` (use KiB, MiB or GiB)")),
-    };
-    number
-        .checked_mul(multiplier)
-        .filter(|n| *n > 0)
-        .ok_or_else(|| format!("`{text}` is out of range"))
+    #[arg(long, value_enum, default_value_t = SpillCodec::from(SpillCompression::default()), value_name = "CODEC")]
+    spill_compression: SpillCodec,
 }
 
 /// Runs the CLI and maps the outcome to an exit code.
@@ -332,7 +306,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Convert(args) => run_convert(args, cli.quiet),
         Command::Sql(args) => run_sql(args),
         Command::Schema(args) => {
-            use crate::schema::{Schema, ddl, docs};
+            use crate::dataset::ddl;
+            use crate::schema::{Schema, docs};
             let schema = Schema::builtin();
             let text = match args.format {
                 SchemaFormat::Athena => ddl::athena(schema, &args.table, &args.location, &args.partition_by),
@@ -346,7 +321,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(EXIT_OK)
         }
         Command::Gen(args) => {
-            let options = crate::synth::GenOptions {
+            let options = GenOptions {
                 events: args.events,
                 seed: args.seed,
                 records_per_file: usize::try_from(args.records_per_file).unwrap_or(usize::MAX),
@@ -378,7 +353,7 @@ fn run_sql(args: SqlArgs) -> anyhow::Result<u8> {
     }
     let dataset = args.dataset.context("a dataset directory is required")?;
     let format = match (args.format, &args.output) {
-        (Some(format), _) => format,
+        (Some(format), _) => Format::from(format),
         (None, Some(path)) => Format::from_extension(path).unwrap_or(Format::Csv),
         (None, None) if std::io::stdout().is_terminal() => Format::Table,
         (None, None) => Format::Csv,
@@ -440,27 +415,24 @@ fn run_sql(args: SqlArgs) -> anyhow::Result<u8> {
 }
 
 fn run_convert(args: ConvertArgs, quiet: bool) -> anyhow::Result<u8> {
-    let threads = args
-        .threads
-        .map(usize::from)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let threads = args.threads.map(usize::from).unwrap_or_else(default_threads);
     let options = ConvertOptions {
         inputs: args.inputs,
         output: args.output,
         mode: match (args.overwrite, args.incremental) {
-            (true, _) => crate::write::OutputMode::Overwrite,
-            (false, true) => crate::write::OutputMode::Incremental,
-            (false, false) => crate::write::OutputMode::Fresh,
+            (true, _) => OutputMode::Overwrite,
+            (false, true) => OutputMode::Incremental,
+            (false, false) => OutputMode::Fresh,
         },
         threads,
-        batch_rows: 8192,
+        batch_rows: DEFAULT_BATCH_ROWS,
         strict: args.strict,
         write: WriteOptions {
             partitioning: args.partition_by,
-            target_file_bytes: args.target_file_size,
-            memory_limit_bytes: usize::try_from(args.memory_limit).unwrap_or(usize::MAX),
+            target_file_bytes: args.target_file_size.0,
+            memory_limit_bytes: usize::try_from(args.memory_limit.0).unwrap_or(usize::MAX),
             threads,
-            spill_compression: args.spill_compression,
+            spill_compression: args.spill_compression.into(),
             compression: args.compression,
             ..WriteOptions::default()
         },
@@ -510,21 +482,20 @@ mod tests {
     }
 
     #[test]
-    fn sizes_and_partition_lists_parse() {
-        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
-        assert_eq!(parse_size("1GB"), Ok(1 << 30));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert!(parse_size("12 parsecs").is_err());
-        assert!(parse_size("0").is_err());
-        assert_eq!(parse_partitioning("none").unwrap().keys().len(), 0);
+    fn the_defaults_shown_are_the_librarys() {
+        let cli = Cli::try_parse_from(["keytrail", "convert", "-o", "out", "in"]).expect("parses");
+        let Command::Convert(args) = cli.command else {
+            panic!("a convert command")
+        };
+        let defaults = WriteOptions::default();
+        assert_eq!(args.partition_by, defaults.partitioning);
+        assert_eq!(args.target_file_size.0, defaults.target_file_bytes);
+        assert_eq!(args.memory_limit.0 as usize, defaults.memory_limit_bytes);
+        assert_eq!(args.compression, defaults.compression);
         assert_eq!(
-            parse_partitioning("account,region,year,month,day")
-                .unwrap()
-                .keys()
-                .len(),
-            5
+            SpillCompression::from(args.spill_compression),
+            defaults.spill_compression
         );
-        assert!(parse_partitioning("region,region").is_err());
     }
 
     #[test]

@@ -36,6 +36,7 @@ use crate::read::json::Json;
 use crate::schema::Schema;
 use builders::ColumnBuilder;
 pub use derive::Rule;
+pub use plan::PlanError;
 use plan::{Parse, Plan, Source};
 
 /// Why one event could not be converted.
@@ -69,16 +70,21 @@ impl Flattener {
     /// A flattener for `schema`.
     ///
     /// # Panics
-    /// If the schema names a derive rule this build does not implement (a test guards this).
+    /// If the schema names a derive rule this build does not implement (a test guards this for
+    /// the built-in schema); [`Flattener::try_for_schema`] returns the error instead.
     pub fn for_schema(schema: &Schema) -> Flattener {
-        let plan =
-            Arc::new(Plan::compile(schema).unwrap_or_else(|e| panic!("schema and flattener disagree: {e}")));
+        Flattener::try_for_schema(schema).unwrap_or_else(|e| panic!("schema and flattener disagree: {e}"))
+    }
+
+    /// A flattener for `schema`, or why the flattener cannot follow it.
+    pub fn try_for_schema(schema: &Schema) -> Result<Flattener, PlanError> {
+        let plan = Arc::new(Plan::compile(schema)?);
         let builders = plan.new_builders();
-        Flattener {
+        Ok(Flattener {
             plan,
             builders,
             rows: 0,
-        }
+        })
     }
 
     /// Rows appended since the last [`Flattener::finish_batch`].

@@ -177,8 +177,21 @@ impl PlanBuilder {
     }
 }
 
+/// A schema the flattener cannot follow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("column `{column}`: unknown derive rule `{rule}`")]
+    UnknownRule { column: String, rule: String },
+    #[error("the `unmapped` column must be the last column")]
+    UnmappedNotLast,
+    #[error("column `{0}`: derived KMS columns need scope = \"kms\"")]
+    DerivedNotKms(String),
+    #[error("event_time must read exactly one path")]
+    EventTimePaths,
+}
+
 impl Plan {
-    pub(crate) fn compile(schema: &Schema) -> Result<Plan, String> {
+    pub(crate) fn compile(schema: &Schema) -> Result<Plan, PlanError> {
         let mut builder = PlanBuilder {
             slots: Vec::new(),
             slot_by_key: KeyMap::default(),
@@ -188,16 +201,15 @@ impl Plan {
         for (i, column) in schema.columns().iter().enumerate() {
             let kms_only = column.scope == Scope::Kms;
             let source = if let Some(name) = &column.derive {
-                let rule = Rule::from_name(name)
-                    .ok_or_else(|| format!("column `{}`: unknown derive rule `{name}`", column.name))?;
+                let rule = Rule::from_name(name).ok_or_else(|| PlanError::UnknownRule {
+                    column: column.name.clone(),
+                    rule: name.clone(),
+                })?;
                 if rule == Rule::Unmapped && i != last {
-                    return Err("the `unmapped` column must be the last column".into());
+                    return Err(PlanError::UnmappedNotLast);
                 }
                 if rule != Rule::Unmapped && !kms_only {
-                    return Err(format!(
-                        "column `{}`: derived KMS columns need scope = \"kms\"",
-                        column.name
-                    ));
+                    return Err(PlanError::DerivedNotKms(column.name.clone()));
                 }
                 Source::Derive(rule)
             } else if i == 0 {
@@ -235,7 +247,7 @@ impl Plan {
         }
         let event_time = match schema.columns().first() {
             Some(c) if c.from.len() == 1 => builder.path(&c.from[0], Parse::Always),
-            _ => return Err("event_time must read exactly one path".into()),
+            _ => return Err(PlanError::EventTimePaths),
         };
         let event_source = builder.path("eventSource", Parse::Always);
         let kms = KmsPaths::compile(&mut builder);

@@ -7,6 +7,7 @@ use globset::{GlobBuilder, GlobMatcher};
 use walkdir::WalkDir;
 
 use super::Input;
+use crate::dataset::layout::is_hidden_name;
 use crate::store::{S3Url, Stores};
 
 /// The inputs found, and the arguments that found nothing.
@@ -184,12 +185,6 @@ fn delivery_time(path: &str) -> Option<&str> {
 
 fn is_hidden(name: &std::ffi::OsStr) -> bool {
     is_hidden_name(&name.to_string_lossy())
-}
-
-/// Whether a file or directory name (or an object-key segment) is one Hive, Spark, Athena and
-/// DataFusion treat as not-data: `.`- or `_`-prefixed.
-pub(crate) fn is_hidden_name(name: &str) -> bool {
-    name.starts_with(['.', '_'])
 }
 
 #[cfg(test)]

@@ -49,18 +49,12 @@ impl fmt::Display for Input {
     }
 }
 
-/// Errors reading one input.
+/// Errors opening one input. (A read that fails later is a problem of that input, reported
+/// with the byte it failed at, by the converter that reads it.)
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     #[error("{input}: {source}")]
     Open { input: String, source: io::Error },
-    #[error("{input}: read failed at byte {offset} of the {}: {source}", if *.gzip { "decompressed stream" } else { "file" })]
-    Read {
-        input: String,
-        offset: u64,
-        gzip: bool,
-        source: io::Error,
-    },
 }
 
 /// An opened input: a reader over its decompressed bytes.
@@ -80,9 +74,7 @@ struct Hashing<R> {
 impl<R: Read> Read for Hashing<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        if let Ok(mut digest) = self.digest.lock() {
-            digest.update(&buf[..n]);
-        }
+        crate::sync::lock(&self.digest).update(&buf[..n]);
         Ok(n)
     }
 }

@@ -10,7 +10,6 @@ use std::sync::{Arc, OnceLock};
 use arrow::datatypes::{DataType, Field, Fields, Schema as ArrowSchema, SchemaRef, TimeUnit};
 use serde::Deserialize;
 
-pub mod ddl;
 mod reserved;
 
 pub use reserved::is_reserved as is_reserved_word;

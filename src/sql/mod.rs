@@ -22,29 +22,48 @@ use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext, col};
 use datafusion::sql::parser::{DFParser, Statement};
 use datafusion::sql::sqlparser::dialect::dialect_from_str;
 
-use crate::read::discover::is_hidden_name;
+use crate::dataset::layout::{MARKER_FILE, META_DIR, is_hidden_name};
+use crate::dataset::{DatasetError, DatasetMarker};
 use crate::schema::Schema;
 use crate::store::{S3Url, StoreError};
-use crate::write::DatasetMarker;
-use crate::write::output::{MARKER_FILE, META_DIR};
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
 
-/// Errors of the SQL layer; each is one clear line.
+/// Errors of the SQL layer; each is one clear line, and keeps the error it comes from.
 #[derive(Debug, thiserror::Error)]
 pub enum SqlError {
     #[error("{0}: no such directory")]
     NotFound(PathBuf),
     #[error("{0}: no Parquet files found (convert logs into it with `keytrail convert ... --output {0}`)")]
     NoParquet(PathBuf),
-    #[error("{path}: {message}")]
-    Dataset { path: PathBuf, message: String },
+    #[error("{path}: {source}")]
+    Path { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
+    #[error(
+        "{path}: written with schema version {found} but this keytrail reads version {expected}; convert it again"
+    )]
+    SchemaVersion {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
+    },
     #[error("keytrail sql is read-only: {0} is refused (pass --allow-write to allow it)")]
     ReadOnly(String),
-    #[error("{0}")]
-    Query(String),
+    #[error("unsupported SQL dialect {0}")]
+    Dialect(String),
+    #[error("no table or view named `{0}` (\\d lists them)")]
+    NoTable(String),
+    #[error(transparent)]
+    Query(#[from] queries::QueryError),
     #[error(transparent)]
     Io(std::io::Error),
+    #[error(transparent)]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error(transparent)]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("the line editor failed: {0}")]
+    Editor(#[from] rustyline::error::ReadlineError),
     #[error(transparent)]
     Store(#[from] StoreError),
     /// Not a `#[source]`: the message already is the innermost cause, on one line.
@@ -88,15 +107,15 @@ impl SqlSession {
         let first_file = first_parquet_file(dir).ok_or_else(|| SqlError::NoParquet(dir.to_path_buf()))?;
         let marker_path = dir.join(META_DIR).join(MARKER_FILE);
         let partition_columns = match std::fs::read(&marker_path) {
-            Ok(marker) => marker_partition_columns(&marker, &marker_path.display().to_string())?,
+            Ok(marker) => marker_partition_columns(&marker, &marker_path)?,
             Err(_) => {
                 let relative = first_file.strip_prefix(dir).unwrap_or(&first_file);
                 hive_columns(relative.to_string_lossy().split(std::path::MAIN_SEPARATOR))
             }
         };
-        let absolute = std::path::absolute(dir).map_err(|e| SqlError::Dataset {
+        let absolute = std::path::absolute(dir).map_err(|source| SqlError::Path {
             path: dir.to_path_buf(),
-            message: e.to_string(),
+            source,
         })?;
         let mut url = absolute.to_string_lossy().into_owned();
         if !url.ends_with('/') {
@@ -120,7 +139,7 @@ impl SqlSession {
         let partition_columns = match store.get(&marker_path).await {
             Ok(got) => {
                 let marker = got.bytes().await.map_err(|e| access(&marker_url, e))?;
-                marker_partition_columns(&marker, &marker_url.to_string())?
+                marker_partition_columns(&marker, Path::new(&marker_url.to_string()))?
             }
             Err(object_store::Error::NotFound { .. }) => {
                 let prefix = url.path();
@@ -204,8 +223,8 @@ impl SqlSession {
     /// Splits SQL text into statements (DataFusion's dialect, comments and quotes respected).
     pub fn split(&self, sql: &str) -> Result<Vec<Statement>, SqlError> {
         let name = self.ctx.state().config().options().sql_parser.dialect;
-        let dialect = dialect_from_str(name.as_ref())
-            .ok_or_else(|| SqlError::Query(format!("unsupported SQL dialect {}", name.as_ref())))?;
+        let dialect =
+            dialect_from_str(name.as_ref()).ok_or_else(|| SqlError::Dialect(name.as_ref().to_string()))?;
         let statements = DFParser::parse_sql_with_dialect(sql, dialect.as_ref())?;
         Ok(statements.into_iter().collect())
     }
@@ -262,19 +281,15 @@ async fn listing_table(url: &str, partition_columns: &[String]) -> Result<Arc<dy
 }
 
 /// The partition columns named in `_keytrail/dataset.json`, after checking its schema version.
-fn marker_partition_columns(marker: &[u8], location: &str) -> Result<Vec<String>, SqlError> {
-    let dataset_error = |message: String| SqlError::Dataset {
-        path: PathBuf::from(location),
-        message,
-    };
-    let marker: DatasetMarker = serde_json::from_slice(marker)
-        .map_err(|e| dataset_error(format!("unreadable dataset description: {e}")))?;
-    let version = Schema::builtin().version();
-    if marker.schema_version != version {
-        return Err(dataset_error(format!(
-            "written with schema version {} but this keytrail reads version {version}; convert it again",
-            marker.schema_version
-        )));
+fn marker_partition_columns(marker: &[u8], location: &Path) -> Result<Vec<String>, SqlError> {
+    let marker = DatasetMarker::parse(marker, location)?;
+    let expected = Schema::builtin().version();
+    if marker.schema_version != expected {
+        return Err(SqlError::SchemaVersion {
+            path: location.to_path_buf(),
+            found: marker.schema_version,
+            expected,
+        });
     }
     Ok(marker.partition_by)
 }

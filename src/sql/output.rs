@@ -14,7 +14,7 @@ use parquet::arrow::ArrowWriter;
 use super::SqlError;
 
 /// Result formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     /// An aligned table (at most --max-rows rows).
     Table,
@@ -67,8 +67,7 @@ pub async fn write_results(
                 shown.push(RecordBatch::new_empty(stream.schema()));
             }
             let options = FormatOptions::default().with_null("NULL");
-            let table = arrow::util::pretty::pretty_format_batches_with_options(&shown, &options)
-                .map_err(|e| SqlError::Query(e.to_string()))?;
+            let table = arrow::util::pretty::pretty_format_batches_with_options(&shown, &options)?;
             writeln!(out, "{table}").map_err(io)?;
             if rows as usize > kept {
                 writeln!(
@@ -87,7 +86,7 @@ pub async fn write_results(
             while let Some(batch) = stream.next().await {
                 let batch = flatten_nested(&batch?)?;
                 rows += batch.num_rows() as u64;
-                writer.write(&batch).map_err(arrow)?;
+                writer.write(&batch)?;
             }
             if rows == 0 {
                 // An empty result still names its columns.
@@ -112,14 +111,13 @@ pub async fn write_results(
             rows = write_json(&mut stream, arrow::json::LineDelimitedWriter::new(&mut *out)).await?;
         }
         Format::Parquet => {
-            let mut writer = ArrowWriter::try_new(&mut *out, stream.schema(), None)
-                .map_err(|e| SqlError::Query(e.to_string()))?;
+            let mut writer = ArrowWriter::try_new(&mut *out, stream.schema(), None)?;
             while let Some(batch) = stream.next().await {
                 let batch = batch?;
                 rows += batch.num_rows() as u64;
-                writer.write(&batch).map_err(|e| SqlError::Query(e.to_string()))?;
+                writer.write(&batch)?;
             }
-            writer.close().map_err(|e| SqlError::Query(e.to_string()))?;
+            writer.close()?;
         }
     }
     out.flush().map_err(io)?;
@@ -135,9 +133,9 @@ async fn write_json<W: Write, F: arrow::json::writer::JsonFormat>(
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         rows += batch.num_rows() as u64;
-        writer.write(&batch).map_err(arrow)?;
+        writer.write(&batch)?;
     }
-    writer.finish().map_err(arrow)?;
+    writer.finish()?;
     Ok(rows)
 }
 
@@ -157,7 +155,7 @@ fn flatten_nested(batch: &RecordBatch) -> Result<RecordBatch, SqlError> {
     let options = FormatOptions::default();
     for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
         if nested(field.data_type()) {
-            let formatter = ArrayFormatter::try_new(column.as_ref(), &options).map_err(arrow)?;
+            let formatter = ArrayFormatter::try_new(column.as_ref(), &options)?;
             let values: StringArray = (0..column.len())
                 .map(|i| column.is_valid(i).then(|| formatter.value(i).to_string()))
                 .collect();
@@ -168,13 +166,9 @@ fn flatten_nested(batch: &RecordBatch) -> Result<RecordBatch, SqlError> {
             columns.push(column.clone());
         }
     }
-    RecordBatch::try_new(Arc::new(ArrowSchema::new(fields)), columns).map_err(arrow)
+    Ok(RecordBatch::try_new(Arc::new(ArrowSchema::new(fields)), columns)?)
 }
 
 fn io(e: std::io::Error) -> SqlError {
     SqlError::Io(e)
-}
-
-fn arrow(e: arrow::error::ArrowError) -> SqlError {
-    SqlError::Query(e.to_string())
 }

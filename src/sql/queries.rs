@@ -63,13 +63,35 @@ pub struct NamedQuery {
     pub sql: &'static str,
 }
 
+/// A named query that cannot be found or run with the parameters given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    #[error("unknown query `{name}` (known: {known})")]
+    Unknown { name: String, known: String },
+    #[error("query `{query}` has no parameter `{given}` (it takes: {takes})")]
+    NoSuchParam {
+        query: String,
+        given: String,
+        takes: String,
+    },
+    #[error("query `{query}` needs --param {param}=VALUE ({description})")]
+    MissingParam {
+        query: String,
+        param: String,
+        description: String,
+    },
+    /// A query file shipped with keytrail is malformed (a test reads every one).
+    #[error("{file}: {problem}")]
+    Malformed { file: &'static str, problem: String },
+}
+
 /// Every named query.
 pub fn all() -> &'static [NamedQuery] {
     static ALL: OnceLock<Vec<NamedQuery>> = OnceLock::new();
     ALL.get_or_init(|| {
         FILES
             .iter()
-            .map(|(file, sql)| parse(file, sql).unwrap_or_else(|e| panic!("{file}: {e}")))
+            .map(|(file, sql)| parse(file, sql).unwrap_or_else(|e| panic!("{e}")))
             .collect()
     })
 }
@@ -78,11 +100,15 @@ pub fn all() -> &'static [NamedQuery] {
 pub fn find(name: &str) -> Result<&'static NamedQuery, SqlError> {
     all().iter().find(|q| q.name == name).ok_or_else(|| {
         let names: Vec<&str> = all().iter().map(|q| q.name.as_str()).collect();
-        SqlError::Query(format!("unknown query `{name}` (known: {})", names.join(", ")))
+        SqlError::Query(QueryError::Unknown {
+            name: name.to_string(),
+            known: names.join(", "),
+        })
     })
 }
 
-fn parse(file: &'static str, sql: &'static str) -> Result<NamedQuery, String> {
+fn parse(file: &'static str, sql: &'static str) -> Result<NamedQuery, QueryError> {
+    let malformed = |problem: String| QueryError::Malformed { file, problem };
     let mut name = None;
     let mut description = None;
     let mut params = Vec::new();
@@ -98,9 +124,9 @@ fn parse(file: &'static str, sql: &'static str) -> Result<NamedQuery, String> {
             "param" => {
                 let parts: Vec<&str> = value.splitn(3, '|').map(str::trim).collect();
                 let [param, default, text] = parts[..] else {
-                    return Err(format!(
+                    return Err(malformed(format!(
                         "param line `{value}` needs `name | default or required | description`"
-                    ));
+                    )));
                 };
                 params.push(Param {
                     name: param.to_string(),
@@ -112,15 +138,17 @@ fn parse(file: &'static str, sql: &'static str) -> Result<NamedQuery, String> {
         }
     }
     let query = NamedQuery {
-        name: name.ok_or("missing `-- name:`")?,
-        description: description.ok_or("missing `-- description:`")?,
+        name: name.ok_or_else(|| malformed("missing `-- name:`".into()))?,
+        description: description.ok_or_else(|| malformed("missing `-- description:`".into()))?,
         params,
         file,
         sql,
     };
     for placeholder in placeholders(sql) {
         if !query.params.iter().any(|p| p.name == placeholder) {
-            return Err(format!("uses {{{{{placeholder}}}}} but declares no such param"));
+            return Err(malformed(format!(
+                "uses {{{{{placeholder}}}}} but declares no such param"
+            )));
         }
     }
     Ok(query)
@@ -144,15 +172,16 @@ impl NamedQuery {
     pub fn render(&self, values: &BTreeMap<String, String>) -> Result<String, SqlError> {
         for given in values.keys() {
             if !self.params.iter().any(|p| &p.name == given) {
-                return Err(SqlError::Query(format!(
-                    "query `{}` has no parameter `{given}` (it takes: {})",
-                    self.name,
-                    self.params
+                return Err(SqlError::Query(QueryError::NoSuchParam {
+                    query: self.name.clone(),
+                    given: given.clone(),
+                    takes: self
+                        .params
                         .iter()
                         .map(|p| p.name.as_str())
                         .collect::<Vec<_>>()
-                        .join(", ")
-                )));
+                        .join(", "),
+                }));
             }
         }
         let mut sql = self.sql.to_string();
@@ -161,10 +190,11 @@ impl NamedQuery {
                 .get(&param.name)
                 .or(param.default.as_ref())
                 .ok_or_else(|| {
-                    SqlError::Query(format!(
-                        "query `{}` needs --param {}=VALUE ({})",
-                        self.name, param.name, param.description
-                    ))
+                    SqlError::Query(QueryError::MissingParam {
+                        query: self.name.clone(),
+                        param: param.name.clone(),
+                        description: param.description.clone(),
+                    })
                 })?;
             let literal = format!("'{}'", value.replace('\'', "''"));
             sql = sql.replace(&format!("{{{{{}}}}}", param.name), &literal);

@@ -18,7 +18,7 @@ use crate::schema::Schema;
 /// Where the shell's lines come from.
 pub trait LineSource {
     /// The next line, or `None` at end of input.
-    fn read_line(&mut self, prompt: &str) -> std::io::Result<Option<String>>;
+    fn read_line(&mut self, prompt: &str) -> Result<Option<String>, SqlError>;
     /// Records a finished statement or command in the history.
     fn remember(&mut self, _entry: &str) {}
 }
@@ -31,7 +31,7 @@ pub struct Terminal {
 
 impl Terminal {
     pub fn new() -> Result<Terminal, SqlError> {
-        let mut editor = rustyline::DefaultEditor::new().map_err(|e| SqlError::Query(e.to_string()))?;
+        let mut editor = rustyline::DefaultEditor::new()?;
         let history = std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".keytrail_history"));
         if let Some(path) = &history {
             let _ = editor.load_history(path);
@@ -49,15 +49,15 @@ impl Drop for Terminal {
 }
 
 impl LineSource for Terminal {
-    fn read_line(&mut self, prompt: &str) -> std::io::Result<Option<String>> {
+    fn read_line(&mut self, prompt: &str) -> Result<Option<String>, SqlError> {
         loop {
             return match self.editor.readline(prompt) {
                 Ok(line) => Ok(Some(line)),
                 // Ctrl-C abandons the current line, as in psql.
                 Err(rustyline::error::ReadlineError::Interrupted) => continue,
                 Err(rustyline::error::ReadlineError::Eof) => Ok(None),
-                Err(rustyline::error::ReadlineError::Io(e)) => Err(e),
-                Err(e) => Err(std::io::Error::other(e)),
+                Err(rustyline::error::ReadlineError::Io(e)) => Err(SqlError::Io(e)),
+                Err(e) => Err(SqlError::Editor(e)),
             };
         }
     }
@@ -71,9 +71,9 @@ impl LineSource for Terminal {
 pub struct Piped<R: BufRead>(pub R);
 
 impl<R: BufRead> LineSource for Piped<R> {
-    fn read_line(&mut self, _prompt: &str) -> std::io::Result<Option<String>> {
+    fn read_line(&mut self, _prompt: &str) -> Result<Option<String>, SqlError> {
         let mut line = String::new();
-        if self.0.read_line(&mut line)? == 0 {
+        if self.0.read_line(&mut line).map_err(SqlError::Io)? == 0 {
             return Ok(None);
         }
         Ok(Some(line.trim_end_matches(['\n', '\r']).to_string()))
@@ -112,7 +112,7 @@ pub async fn run_shell(
         } else {
             "      ... "
         };
-        let Some(line) = source.read_line(prompt).map_err(SqlError::Io)? else {
+        let Some(line) = source.read_line(prompt)? else {
             if !buffer.trim().is_empty() {
                 failures += run_statements(session, &buffer, out, err, options).await?;
             }
@@ -225,7 +225,7 @@ async fn describe(
         .context()
         .table_provider(name)
         .await
-        .map_err(|_| SqlError::Query(format!("no table or view named `{name}` (\\d lists them)")))?;
+        .map_err(|_| SqlError::NoTable(name.to_string()))?;
     let schema = table.schema();
     let columns = Schema::builtin().columns();
     let described = |field: &str| -> String {
@@ -267,8 +267,7 @@ async fn describe(
             Arc::new(nullable),
             Arc::new(descriptions),
         ],
-    )
-    .map_err(|e| SqlError::Query(e.to_string()))?;
+    )?;
     let stream = RecordBatchStreamAdapter::new(result_schema, stream::iter(vec![Ok(batch)]));
     write_results(Box::pin(stream), options.format, out, usize::MAX).await?;
     Ok(())

@@ -12,7 +12,8 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use tracing::debug;
 
-use super::{OutputDir, WriteError, WriteOptions, WrittenFile, io_error};
+use super::{WriteError, WriteOptions};
+use crate::dataset::{DataFile, OutputDir};
 use crate::schema::{ColumnType, SCHEMA_NAME_KEY, SCHEMA_VERSION_KEY, Schema};
 
 /// Columns whose values are (nearly) unique per event. A dictionary of them is abandoned once its
@@ -78,7 +79,7 @@ pub(crate) struct RollingWriter {
     row_group_rows: usize,
     partition: String,
     current: Option<OpenFile>,
-    files: Vec<WrittenFile>,
+    files: Vec<DataFile>,
     next_index: usize,
 }
 
@@ -218,7 +219,7 @@ impl RollingWriter {
         file.sync_all().map_err(io_error(&staging))?;
         let bytes = file.metadata().map_err(io_error(&staging))?.len();
         debug!(file = %relative, rows, bytes, peak_buffer_bytes, "parquet file written");
-        self.files.push(WrittenFile {
+        self.files.push(DataFile {
             path: relative,
             rows,
             bytes,
@@ -226,8 +227,15 @@ impl RollingWriter {
         Ok(())
     }
 
-    pub(crate) fn finish(mut self) -> Result<Vec<WrittenFile>, WriteError> {
+    pub(crate) fn finish(mut self) -> Result<Vec<DataFile>, WriteError> {
         self.close_file()?;
         Ok(self.files)
+    }
+}
+
+fn io_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> WriteError + '_ {
+    move |source| WriteError::Io {
+        path: path.to_path_buf(),
+        source,
     }
 }

@@ -1,40 +1,24 @@
-//! The output directory: refusing to mix runs, staging, a crash-safe commit, and the manifest of
-//! converted inputs.
+//! A run's output directory: refusing to mix runs, staging, and the crash-safe commit.
 //!
 //! A run writes everything under a hidden staging directory. To commit, it first records its
 //! intent (`_keytrail/runs/<run>.json`, state `committing`: the files it will move in and the
 //! runs it replaces), then renames the files into place, then marks the record `committed`.
 //! A run killed at any point is finished by the next one: a `committing` record is rolled
-//! forward (its staged files are still there); a staging area without one is discarded.
+//! forward (its staged files are still there); a staging area without one is discarded. Every
+//! directory a commit changed is synced before the record says `committed`, so a commit
+//! survives a power loss, not just a killed process.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info};
 
-use super::{Partitioning, WriteError, WrittenFile, io_error};
-use crate::schema::Schema;
-
-/// Folder (ignored by Hive, Spark, Athena, DuckDB and DataFusion) holding keytrail's own records.
-pub const META_DIR: &str = "_keytrail";
-/// The file under [`META_DIR`] describing the dataset ([`DatasetMarker`]).
-pub const MARKER_FILE: &str = "dataset.json";
-/// Folder under [`META_DIR`] with one record per run.
-pub const RUNS_DIR: &str = "runs";
-/// Folder under [`META_DIR`] with one quarantine folder per run.
-pub const QUARANTINE_DIR: &str = "quarantine";
-const STAGING_PREFIX: &str = ".keytrail-staging-";
-
-/// `_keytrail/dataset.json`: what kind of dataset this directory holds.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DatasetMarker {
-    pub schema: String,
-    pub schema_version: u32,
-    pub partition_by: Vec<String>,
-    pub writer: String,
-}
+use super::layout::{
+    MARKER_FILE, META_DIR, QUARANTINE_DIR, RUNS_DIR, SPILL_DIR, STAGED_QUARANTINE_DIR, STAGING_PREFIX,
+};
+use super::{DataFile, DatasetError, DatasetMarker, InputRecord, Partitioning, io_error};
 
 /// How a run treats a directory that already holds a dataset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,17 +29,6 @@ pub enum OutputMode {
     Overwrite,
     /// This run adds to the existing dataset, skipping inputs already converted.
     Incremental,
-}
-
-/// An input a run converted, as recorded in the manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InputRecord {
-    pub path: String,
-    pub size: u64,
-    /// Modification time, nanoseconds since the epoch.
-    pub modified: Option<i128>,
-    /// xxh3-128 of the input's bytes as stored (compressed or not), hex.
-    pub hash: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,7 +80,7 @@ pub fn prepare_output(
     root: &Path,
     mode: OutputMode,
     partitioning: &Partitioning,
-) -> Result<OutputDir, WriteError> {
+) -> Result<OutputDir, DatasetError> {
     fs::create_dir_all(root).map_err(io_error(root))?;
     recover(root)?;
     let meta = root.join(META_DIR);
@@ -120,47 +93,30 @@ pub fn prepare_output(
         .collect();
     let has_marker = meta.join(MARKER_FILE).is_file();
     if !has_marker && !foreign.is_empty() {
-        return Err(WriteError::Refused(format!(
-            "{}: the output directory is not empty and holds no keytrail dataset; \
-             choose a new or empty directory",
-            root.display()
-        )));
+        return Err(DatasetError::NotADataset {
+            root: root.to_path_buf(),
+        });
     }
-    let schema = Schema::builtin();
-    let marker = DatasetMarker {
-        schema: schema.name().to_string(),
-        schema_version: schema.version(),
-        partition_by: partitioning
-            .keys()
-            .iter()
-            .map(|k| k.column_name().to_string())
-            .collect(),
-        writer: format!("keytrail {}", env!("CARGO_PKG_VERSION")),
-    };
+    let marker = DatasetMarker::current(partitioning);
     if !previous.is_empty() {
         let files: usize = previous.iter().map(|r| r.files.len()).sum();
         match mode {
             OutputMode::Fresh => {
-                return Err(WriteError::Refused(format!(
-                    "{}: the output directory already holds a keytrail dataset ({files} files); \
-                     pass --incremental to add to it or --overwrite to replace it",
-                    root.display()
-                )));
+                return Err(DatasetError::AlreadyADataset {
+                    root: root.to_path_buf(),
+                    files,
+                });
             }
             OutputMode::Incremental => {
-                let existing = read_marker(root)?;
+                let existing = DatasetMarker::read(root)?;
                 if existing.partition_by != marker.partition_by
                     || existing.schema_version != marker.schema_version
                 {
-                    return Err(WriteError::Refused(format!(
-                        "{}: the dataset is partitioned by [{}] with schema version {}; this run would write [{}] \
-                         with version {}: use the same --partition-by, or --overwrite",
-                        root.display(),
-                        existing.partition_by.join(","),
-                        existing.schema_version,
-                        marker.partition_by.join(","),
-                        marker.schema_version
-                    )));
+                    return Err(DatasetError::Mismatch {
+                        root: root.to_path_buf(),
+                        existing: Box::new(existing),
+                        wanted: Box::new(marker),
+                    });
                 }
             }
             OutputMode::Overwrite => {}
@@ -168,7 +124,7 @@ pub fn prepare_output(
     }
     let run_id = new_run_id();
     let staging = root.join(format!("{STAGING_PREFIX}{run_id}"));
-    let spill = staging.join("_spill");
+    let spill = staging.join(SPILL_DIR);
     fs::create_dir_all(&spill).map_err(io_error(&spill))?;
     if previous.is_empty() || mode == OutputMode::Overwrite {
         // The directory is a keytrail dataset from the start, so an interrupted first run is
@@ -188,16 +144,7 @@ pub fn prepare_output(
     })
 }
 
-fn read_marker(root: &Path) -> Result<DatasetMarker, WriteError> {
-    let path = root.join(META_DIR).join(MARKER_FILE);
-    let text = fs::read_to_string(&path).map_err(io_error(&path))?;
-    serde_json::from_str(&text).map_err(|e| WriteError::Io {
-        path,
-        source: std::io::Error::other(e),
-    })
-}
-
-fn run_records(root: &Path) -> Result<Vec<RunRecord>, WriteError> {
+fn run_records(root: &Path) -> Result<Vec<RunRecord>, DatasetError> {
     let runs = root.join(META_DIR).join(RUNS_DIR);
     let mut records = Vec::new();
     if !runs.is_dir() {
@@ -212,9 +159,10 @@ fn run_records(root: &Path) -> Result<Vec<RunRecord>, WriteError> {
             continue;
         }
         let text = fs::read_to_string(&path).map_err(io_error(&path))?;
-        let record: RunRecord = serde_json::from_str(&text).map_err(|e| WriteError::Io {
+        let record: RunRecord = serde_json::from_str(&text).map_err(|source| DatasetError::Json {
             path: path.clone(),
-            source: std::io::Error::other(format!("unreadable run record: {e}")),
+            what: "run record",
+            source,
         })?;
         records.push(record);
     }
@@ -222,7 +170,7 @@ fn run_records(root: &Path) -> Result<Vec<RunRecord>, WriteError> {
     Ok(records)
 }
 
-fn committed_runs(root: &Path) -> Result<Vec<RunRecord>, WriteError> {
+fn committed_runs(root: &Path) -> Result<Vec<RunRecord>, DatasetError> {
     Ok(run_records(root)?
         .into_iter()
         .filter(|r| r.state == RunState::Committed)
@@ -230,7 +178,7 @@ fn committed_runs(root: &Path) -> Result<Vec<RunRecord>, WriteError> {
 }
 
 /// Rolls forward commits that were interrupted, then removes staging areas nothing refers to.
-fn recover(root: &Path) -> Result<(), WriteError> {
+fn recover(root: &Path) -> Result<(), DatasetError> {
     for record in run_records(root)? {
         if record.state == RunState::Committing {
             info!(run = %record.run_id, "finishing the commit of an interrupted run");
@@ -248,7 +196,7 @@ fn recover(root: &Path) -> Result<(), WriteError> {
 }
 
 /// Makes a `committing` record true: idempotent, so it can be repeated after a crash.
-fn apply_commit(root: &Path, record: &RunRecord) -> Result<(), WriteError> {
+fn apply_commit(root: &Path, record: &RunRecord) -> Result<(), DatasetError> {
     let meta = root.join(META_DIR);
     let staging = root.join(format!("{STAGING_PREFIX}{}", record.run_id));
     for old_run in &record.replaces_runs {
@@ -275,9 +223,12 @@ fn apply_commit(root: &Path, record: &RunRecord) -> Result<(), WriteError> {
             Err(e) => return Err(io_error(&old_path)(e)),
         }
     }
+    // Directories whose entries this commit changes: synced before the record says committed.
+    let mut changed: BTreeSet<PathBuf> = BTreeSet::new();
     for file in &record.files {
         let from = staging.join(file);
         let to = root.join(file);
+        changed.extend(directories_between(root, &to));
         if !from.exists() && to.exists() {
             continue; // moved before the interruption
         }
@@ -288,12 +239,16 @@ fn apply_commit(root: &Path, record: &RunRecord) -> Result<(), WriteError> {
         debug!(file = %to.display(), "committed");
         crash_point("after-first-rename");
     }
-    let staged_quarantine = staging.join("_quarantine");
+    let staged_quarantine = staging.join(STAGED_QUARANTINE_DIR);
     if staged_quarantine.is_dir() {
         let quarantines = meta.join(QUARANTINE_DIR);
         fs::create_dir_all(&quarantines).map_err(io_error(&quarantines))?;
         let to = quarantines.join(&record.run_id);
         fs::rename(&staged_quarantine, &to).map_err(io_error(&to))?;
+        changed.extend(directories_between(root, &to));
+    }
+    for dir in changed.iter().rev() {
+        sync_dir(dir)?;
     }
     let mut done = record.clone();
     done.state = RunState::Committed;
@@ -307,12 +262,33 @@ fn apply_commit(root: &Path, record: &RunRecord) -> Result<(), WriteError> {
     Ok(())
 }
 
-/// Testing aid: `KEYTRAIL_CRASH_POINT=<name>` aborts the process at that point of a commit, so
-/// tests can check that the next run finishes the interrupted one.
+/// Testing aid, compiled only with the `test-hooks` feature (which the test suite turns on,
+/// never a release build): `KEYTRAIL_CRASH_POINT=<name>` aborts the process at that point of a
+/// commit, so tests can check that the next run finishes the interrupted one.
+#[cfg(feature = "test-hooks")]
 fn crash_point(name: &str) {
     if std::env::var_os("KEYTRAIL_CRASH_POINT").is_some_and(|v| v == name) {
         std::process::abort();
     }
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn crash_point(_name: &str) {}
+
+/// `path`'s parent and every directory above it, up to and including `root`.
+fn directories_between(root: &Path, path: &Path) -> Vec<PathBuf> {
+    path.ancestors()
+        .skip(1)
+        .take_while(|dir| dir.starts_with(root))
+        .map(Path::to_path_buf)
+        .collect()
+}
+
+/// Makes the directory's entries (files renamed into it, directories made in it) durable.
+fn sync_dir(dir: &Path) -> Result<(), DatasetError> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(dir))
 }
 
 fn new_run_id() -> String {
@@ -339,12 +315,17 @@ impl OutputDir {
     }
 
     pub(crate) fn spill_dir(&self) -> PathBuf {
-        self.staging.join("_spill")
+        self.staging.join(SPILL_DIR)
     }
 
     /// Where this run's quarantine is written before it is committed.
     pub fn quarantine_staging_dir(&self) -> PathBuf {
-        self.staging.join("_quarantine")
+        self.staging.join(STAGED_QUARANTINE_DIR)
+    }
+
+    /// Where this run's quarantine is once committed.
+    pub fn quarantine_dir(&self) -> PathBuf {
+        self.root.join(META_DIR).join(QUARANTINE_DIR).join(&self.run_id)
     }
 
     /// Inputs converted by earlier runs, by path (for `--incremental`).
@@ -356,7 +337,7 @@ impl OutputDir {
     }
 
     /// Committed files of a partition that this run adds to (none unless incremental).
-    pub(crate) fn existing_files(&self, partition: &str) -> Vec<PathBuf> {
+    pub fn existing_files(&self, partition: &str) -> Vec<PathBuf> {
         if self.mode != OutputMode::Incremental {
             return Vec::new();
         }
@@ -369,7 +350,7 @@ impl OutputDir {
     }
 
     /// Moves the staged files (and quarantine) into place and records the run and its inputs.
-    pub fn commit(&self, files: &[WrittenFile], inputs: Vec<InputRecord>) -> Result<(), WriteError> {
+    pub fn commit(&self, files: &[DataFile], inputs: Vec<InputRecord>) -> Result<(), DatasetError> {
         let meta = self.root.join(META_DIR);
         let runs = meta.join(RUNS_DIR);
         fs::create_dir_all(&runs).map_err(io_error(&runs))?;
@@ -409,11 +390,14 @@ fn remove_empty_parents(file: &Path, root: &Path) {
     }
 }
 
-fn write_json_atomically<T: Serialize>(path: &Path, value: &T) -> Result<(), WriteError> {
+/// Writes `value` as JSON to `path` so that it is either the old file or the whole new one,
+/// after a crash or a power loss alike.
+fn write_json_atomically<T: Serialize>(path: &Path, value: &T) -> Result<(), DatasetError> {
     let tmp = path.with_extension("json.tmp");
-    let text = serde_json::to_string_pretty(value).map_err(|e| WriteError::Io {
+    let text = serde_json::to_string_pretty(value).map_err(|source| DatasetError::Json {
         path: path.to_path_buf(),
-        source: std::io::Error::other(e),
+        what: "record",
+        source,
     })?;
     {
         use std::io::Write;
@@ -421,5 +405,9 @@ fn write_json_atomically<T: Serialize>(path: &Path, value: &T) -> Result<(), Wri
         file.write_all(text.as_bytes()).map_err(io_error(&tmp))?;
         file.sync_all().map_err(io_error(&tmp))?;
     }
-    fs::rename(&tmp, path).map_err(io_error(path))
+    fs::rename(&tmp, path).map_err(io_error(path))?;
+    match path.parent() {
+        Some(dir) => sync_dir(dir),
+        None => Ok(()),
+    }
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{WriteError, io_error};
+use super::{DatasetError, io_error};
 
 /// The `records.bin` file name.
 pub const RECORDS_FILE: &str = "records.bin";
@@ -63,10 +63,10 @@ impl Quarantine {
         offset: Option<u64>,
         reason: &str,
         bytes: &[u8],
-    ) -> Result<(), WriteError> {
+    ) -> Result<(), DatasetError> {
         if self.files.is_none() {
             fs::create_dir_all(&self.dir).map_err(io_error(&self.dir))?;
-            let open = |name: &str| -> Result<BufWriter<File>, WriteError> {
+            let open = |name: &str| -> Result<BufWriter<File>, DatasetError> {
                 let path = self.dir.join(name);
                 Ok(BufWriter::new(File::create(&path).map_err(io_error(&path))?))
             };
@@ -83,7 +83,11 @@ impl Quarantine {
         };
         bin.write_all(bytes)
             .map_err(io_error(&self.dir.join(RECORDS_FILE)))?;
-        let mut line = serde_json::to_vec(&entry).expect("entries serialize");
+        let mut line = serde_json::to_vec(&entry).map_err(|source| DatasetError::Json {
+            path: self.dir.join(REASONS_FILE),
+            what: "quarantine entry",
+            source,
+        })?;
         line.push(b'\n');
         reasons
             .write_all(&line)
@@ -94,11 +98,11 @@ impl Quarantine {
     }
 
     /// Flushes and syncs the files.
-    pub fn finish(self) -> Result<u64, WriteError> {
+    pub fn finish(self) -> Result<u64, DatasetError> {
         if let Some((bin, reasons)) = self.files {
             for (writer, name) in [(bin, RECORDS_FILE), (reasons, REASONS_FILE)] {
                 let path = self.dir.join(name);
-                let file = writer.into_inner().map_err(|e| WriteError::Io {
+                let file = writer.into_inner().map_err(|e| DatasetError::Io {
                     path: path.clone(),
                     source: e.into_error(),
                 })?;
@@ -110,7 +114,7 @@ impl Quarantine {
 }
 
 /// Reads a committed quarantine back: each entry with its original bytes.
-pub fn read_quarantine(dir: &Path) -> Result<Vec<(QuarantineEntry, Vec<u8>)>, WriteError> {
+pub fn read_quarantine(dir: &Path) -> Result<Vec<(QuarantineEntry, Vec<u8>)>, DatasetError> {
     let reasons_path = dir.join(REASONS_FILE);
     let records_path = dir.join(RECORDS_FILE);
     let reasons = fs::read_to_string(&reasons_path).map_err(io_error(&reasons_path))?;
@@ -118,16 +122,17 @@ pub fn read_quarantine(dir: &Path) -> Result<Vec<(QuarantineEntry, Vec<u8>)>, Wr
     reasons
         .lines()
         .map(|line| {
-            let entry: QuarantineEntry = serde_json::from_str(line).map_err(|e| WriteError::Io {
+            let entry: QuarantineEntry = serde_json::from_str(line).map_err(|source| DatasetError::Json {
                 path: reasons_path.clone(),
-                source: std::io::Error::other(e),
+                what: "quarantine entry",
+                source,
             })?;
             let start = entry.bin_offset as usize;
             let bytes = records
                 .get(start..start + entry.length as usize)
-                .ok_or_else(|| WriteError::Io {
+                .ok_or_else(|| DatasetError::Corrupt {
                     path: records_path.clone(),
-                    source: std::io::Error::other("a reasons.jsonl entry points past the end of records.bin"),
+                    problem: "a reasons.jsonl entry points past the end of records.bin",
                 })?
                 .to_vec();
             Ok((entry, bytes))

@@ -1,9 +1,10 @@
-//! Table definitions generated from the schema file: Athena, Spark SQL and Arrow JSON.
+//! Table definitions of a dataset, generated from the schema file: Athena, Spark SQL and Arrow
+//! JSON.
 
 use arrow::datatypes::DataType;
 
-use super::{Column, ColumnType, Schema, StructField};
-use crate::write::{PartitionKey, Partitioning};
+use super::{PartitionKey, Partitioning};
+use crate::schema::{Column, ColumnType, Schema, StructField};
 
 /// The SQL type Athena (Hive DDL) and Spark use for a column.
 pub fn hive_type(ty: ColumnType, fields: &[StructField]) -> String {

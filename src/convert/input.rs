@@ -1,0 +1,200 @@
+//! Reading one input: opening it (gzip sniffed), the byte loop that feeds the splitter, and
+//! what becomes of each record — dispatched, flattened, quarantined or counted.
+
+use std::io::Read;
+
+use tracing::{debug, info_span, warn};
+
+use super::dispatch::{RecordSink, dispatch};
+use super::incremental::manifest_entry;
+use super::report::{FileReport, Problem, SkippedFile, finish_report};
+use super::run_state::RunState;
+use crate::dataset::InputRecord;
+use crate::flatten::Flattener;
+use crate::read::classify::{SkipReason, TopFields};
+use crate::read::split::{RawItem, Splitter};
+use crate::read::{Input, ReadError, open};
+use crate::sync::lock;
+
+/// Bytes read from an input at a time.
+const READ_CHUNK_BYTES: usize = 256 * 1024;
+
+/// One input being read.
+struct Reading<'a> {
+    name: String,
+    flattener: &'a mut Flattener,
+    end_batch: &'a mut dyn FnMut(&mut Flattener, &str) -> bool,
+    run: &'a RunState,
+    batch_rows: usize,
+    items: u64,
+    /// The record being dispatched: its index in the input and its byte offset.
+    record: (u64, u64),
+    receiver_gone: bool,
+    report: FileReport,
+}
+
+impl Reading<'_> {
+    /// Reports a problem; with `bytes`, the record is quarantined (and counted as such).
+    fn problem(&mut self, record: Option<u64>, offset: Option<u64>, message: String, bytes: Option<&[u8]>) {
+        let problem = Problem {
+            input: self.name.clone(),
+            record,
+            offset,
+            message,
+        };
+        warn!("{problem}");
+        if let Some(bytes) = bytes {
+            self.report.quarantined += 1;
+            let added = lock(&self.run.quarantine).add(&self.name, record, offset, &problem.message, bytes);
+            if let Err(e) = added {
+                self.run.fail(e.into());
+            }
+        }
+        self.run.problem(&problem);
+        self.report.problems.push(problem);
+    }
+
+    /// A problem with the record being dispatched, which goes to the quarantine.
+    fn record_problem(&mut self, message: String, bytes: &[u8]) {
+        let (index, offset) = self.record;
+        self.problem(Some(index), Some(offset), message, Some(bytes));
+    }
+
+    fn item(&mut self, item: RawItem<'_>) {
+        self.record = (self.items, item.offset);
+        self.items += 1;
+        dispatch(item.bytes, self);
+        if self.flattener.rows() >= self.batch_rows {
+            self.receiver_gone |= !(self.end_batch)(self.flattener, &self.name);
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        self.receiver_gone || self.run.stopped()
+    }
+}
+
+impl RecordSink for Reading<'_> {
+    fn event(&mut self, event: &TopFields<'_>, original: &[u8]) {
+        match self.flattener.append(event) {
+            Ok(()) => self.report.events += 1,
+            Err(e) => self.record_problem(e.to_string(), original),
+        }
+    }
+
+    fn skipped(&mut self, reason: SkipReason) {
+        *self.report.skipped_records.entry(reason).or_default() += 1;
+    }
+
+    fn repaired(&mut self) {
+        self.report.repaired += 1;
+        debug!(record = self.record.0, "accepted after removing trailing commas");
+    }
+
+    fn invalid(&mut self, message: String, original: &[u8]) {
+        self.record_problem(message, original);
+    }
+}
+
+/// Reads one input to the end (or to its first structural error) and flattens its events.
+///
+/// `end_batch` is called whenever the flattener holds `batch_rows` rows, with the input's name;
+/// false means the run must stop (the writer is gone, or the batch could not be built).
+pub(super) fn convert_input(
+    input: &Input,
+    flattener: &mut Flattener,
+    end_batch: &mut dyn FnMut(&mut Flattener, &str) -> bool,
+    batch_rows: usize,
+    run: &RunState,
+) -> FileReport {
+    let _span = info_span!("input", %input).entered();
+    let mut reading = Reading {
+        name: input.to_string(),
+        flattener,
+        end_batch,
+        run,
+        batch_rows,
+        items: 0,
+        record: (0, 0),
+        receiver_gone: false,
+        report: FileReport::default(),
+    };
+    let mut opened = match open(input) {
+        Ok(opened) => opened,
+        Err(ReadError::Open { source, .. }) => {
+            reading.report.failed = true;
+            reading.problem(None, None, source.to_string(), None);
+            return reading.report;
+        }
+    };
+    reading.report.bytes = input.size().unwrap_or(0);
+    let mut splitter = Splitter::new();
+    let mut chunk = vec![0u8; READ_CHUNK_BYTES];
+    let mut first_byte: Option<u8> = None;
+    let mut failure: Option<(u64, String)> = None;
+    loop {
+        let n = match opened.reader.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                let what = if opened.gzip { "gzip stream" } else { "file" };
+                let at = splitter.position();
+                failure = Some((at, format!("reading the {what} failed after {at} bytes: {e}")));
+                break;
+            }
+        };
+        if first_byte.is_none() {
+            first_byte = chunk[..n]
+                .strip_prefix(b"\xEF\xBB\xBF")
+                .unwrap_or(&chunk[..n])
+                .iter()
+                .copied()
+                .find(|b| !b.is_ascii_whitespace());
+            if first_byte.is_some_and(|b| b != b'{' && b != b'[') {
+                reading.report.skipped_file = Some(SkippedFile::NotJson);
+                debug!("skipped: not JSON");
+                return reading.report;
+            }
+        }
+        if let Err(e) = splitter.push(&chunk[..n], &mut |item| reading.item(item)) {
+            failure = Some((
+                e.offset,
+                format!("malformed JSON: {}; the rest of the input is not read", e.message),
+            ));
+            break;
+        }
+        if reading.stopped() {
+            return reading.report;
+        }
+    }
+    if failure.is_none()
+        && let Err(e) = splitter.finish()
+    {
+        failure = Some((e.offset, e.message));
+    }
+    if let Some((offset, message)) = failure {
+        // The records before the failure are kept; the unfinished one goes to the quarantine.
+        reading.report.failed = true;
+        let record = reading.items;
+        let pending = splitter.pending().map(|(start, bytes)| (start, bytes.to_vec()));
+        match pending {
+            Some((start, bytes)) if !bytes.is_empty() => {
+                let message = format!("{message} (the unfinished record starts at byte {start})");
+                reading.problem(Some(record), Some(offset), message, Some(&bytes))
+            }
+            _ => reading.problem(Some(record), Some(offset), message, None),
+        }
+        return finish_report(reading.report, record);
+    }
+    if first_byte.is_none() {
+        reading.report.skipped_file = Some(SkippedFile::Empty);
+        return reading.report;
+    }
+    let items = reading.items;
+    reading.report.manifest = manifest_entry(input).map(|entry| InputRecord {
+        hash: format!("{:032x}", lock(&opened.digest).digest128()),
+        ..entry
+    });
+    finish_report(reading.report, items)
+}
