@@ -10,13 +10,19 @@
 //! Dependencies point one way: `schema` ← `dataset` ← `store` ← `read` ← `flatten`; `write` uses
 //! `dataset` and `schema`; `convert` uses all of those; `sql` uses `dataset`, `schema` and
 //! `store`; `cli` uses everything.
+//!
+//! Cargo features: `sql` (DataFusion; [`sql`]) and `cli` (the command line, with `sql`) are on by
+//! default; with `default-features = false` the crate is the core that reads, flattens and
+//! writes, without DataFusion.
 
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod convert;
 pub mod dataset;
 pub mod flatten;
 pub mod read;
 pub mod schema;
+#[cfg(feature = "sql")]
 pub mod sql;
 pub mod store;
 mod sync;
