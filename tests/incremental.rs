@@ -199,3 +199,70 @@ fn uncommitted_run_records(out: &Path) -> usize {
             .count()
     })
 }
+
+/// One console sign-in: the same id, time and name every time, no `recipientAccountId` (as in
+/// exports that strip it), told apart by the caller's account or, without one, by its ARN.
+fn sign_in(account: Option<&str>, arn: &str) -> String {
+    let mut identity = serde_json::json!({"type": "IAMUser", "arn": arn});
+    if let Some(account) = account {
+        identity["accountId"] = account.into();
+    }
+    serde_json::json!({
+        "eventVersion": "1.08",
+        "eventTime": "2024-03-01T10:00:00Z",
+        "eventSource": "signin.amazonaws.com",
+        "eventName": "ConsoleLogin",
+        "awsRegion": "us-east-1",
+        "eventID": "0b5e8c1a-shared-id",
+        "userIdentity": identity,
+    })
+    .to_string()
+}
+
+#[test]
+fn only_copies_of_the_same_event_are_dropped_when_the_recipient_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let alice = sign_in(Some("111111111111"), "arn:aws:iam::111111111111:user/alice");
+    let bob = sign_in(Some("222222222222"), "arn:aws:iam::222222222222:user/bob");
+    let bob_redelivered = sign_in(Some("222222222222"), "arn:aws:iam::222222222222:user/bob-renamed");
+    let carol = sign_in(None, "arn:aws:iam::333333333333:user/carol");
+    let dave = sign_in(None, "arn:aws:iam::444444444444:user/dave");
+    let write = |name: &str, records: &[&String]| {
+        let dir = dir.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let lines: Vec<&str> = records.iter().map(|r| r.as_str()).collect();
+        std::fs::write(dir.join("events.ndjson"), lines.join("\n")).unwrap();
+        dir
+    };
+    // Alice and Bob differ by the caller's account standing in for the recipient; a copy of Bob
+    // with the same account is the same event even where its content differs. Carol and Dave
+    // have no account at all: only Carol's identical copy is dropped.
+    let first = write("first", &[&alice, &bob, &bob_redelivered, &carol, &carol, &dave]);
+    let summary = run(&first, &out, OutputMode::Incremental);
+    assert_eq!(
+        (summary.rows_written, summary.duplicates_dropped),
+        (4, 2),
+        "alice, bob, carol and dave are four events"
+    );
+    // A later run with copies of all four and one new account-less event: the copies are found
+    // in the committed files (Carol's and Dave's by their content), the new event is kept.
+    let erin = sign_in(None, "arn:aws:iam::555555555555:user/erin");
+    let second = write("second", &[&alice, &bob, &carol, &dave, &erin]);
+    let summary = run(&second, &out, OutputMode::Incremental);
+    assert_eq!((summary.rows_written, summary.duplicates_dropped), (1, 4));
+    let arns: Vec<String> = strings(&read_all(&out), "user_identity_arn")
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(arns.len(), 5, "{arns:?}");
+    for user in ["alice", "bob", "carol", "dave", "erin"] {
+        assert_eq!(
+            arns.iter()
+                .filter(|a| a.contains(&format!("user/{user}")))
+                .count(),
+            1,
+            "{user}: {arns:?}"
+        );
+    }
+}

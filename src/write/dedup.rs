@@ -1,34 +1,96 @@
-//! Dropping copies of events: rows whose identity was already written earlier in the partition
-//! (adjacent, thanks to the sort order) or, incrementally, by an earlier run.
+//! Dropping copies of events: rows that are the same event as one already written earlier in
+//! the partition (adjacent, thanks to the sort order) or, incrementally, by an earlier run.
 
+use std::collections::HashSet;
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use arrow::array::RecordBatch;
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::DataType;
+use xxhash_rust::xxh3::Xxh3;
 
 use super::WriteError;
-use super::sort::{SORT_COLUMNS, SortKey, key_columns, row_key};
+use super::sort::{KeyColumns, SORT_COLUMNS, key_columns, row_key};
 
-/// An event's identity: `(event_time, event_id, recipient_account_id, event_name)`. CloudTrail's
-/// duplicates are re-deliveries of one event, so they agree on all four; requiring time and name
-/// as well as the id keeps hand-written examples that reuse an id apart.
-type Identity = (i64, String, Option<String>, Option<String>);
+/// The column whose account stands in for a missing `recipient_account_id`.
+const CALLER_ACCOUNT_COLUMN: &str = "user_identity_account_id";
+
+/// An event's identity: `(event_time, event_id, account, event_name, content)`.
+///
+/// CloudTrail's duplicates are re-deliveries of one event, so they agree on all of it; requiring
+/// time and name as well as the id keeps hand-written examples that reuse an id apart. `account`
+/// is `recipient_account_id`, or the caller's account (`userIdentity.accountId`) where an export
+/// dropped the recipient. Where neither is known, two events of two principals may share id, time
+/// and name (console sign-ins in a peer's test data), so `content` — a fingerprint of every text
+/// column of the row — makes only identical copies the same event.
+type Identity = (i64, String, Option<String>, Option<String>, Option<u128>);
 
 /// The identity of a row, borrowed from its batch.
-type IdentityRef<'a> = (i64, &'a str, Option<&'a str>, Option<&'a str>);
+type IdentityRef<'a> = (i64, &'a str, Option<&'a str>, Option<&'a str>, Option<u128>);
 
-fn identity_ref(key: SortKey<'_>) -> Option<IdentityRef<'_>> {
-    let [id, account, name, ..] = key.text;
-    Some((key.time, id?, account, name))
+/// Where a batch's identity columns are.
+struct IdentityColumns {
+    key: KeyColumns,
+    caller_account: Option<usize>,
+    /// Every text column, in schema order: the content fingerprint's input.
+    text: Vec<usize>,
+}
+
+impl IdentityColumns {
+    fn new(schema: &arrow::datatypes::Schema) -> IdentityColumns {
+        IdentityColumns {
+            key: key_columns(schema),
+            caller_account: schema.index_of(CALLER_ACCOUNT_COLUMN).ok(),
+            text: (schema.fields().iter().enumerate())
+                .filter(|(_, field)| field.data_type() == &DataType::Utf8)
+                .map(|(i, _)| i)
+                .collect(),
+        }
+    }
+}
+
+fn text_at(batch: &RecordBatch, column: usize, row: usize) -> Option<&str> {
+    let values = batch.column(column).as_string_opt::<i32>()?;
+    (!values.is_null(row)).then(|| values.value(row))
+}
+
+/// The row's identity; `None` for a row without an event id (never taken for a copy).
+fn identity_ref<'b>(
+    batch: &'b RecordBatch,
+    columns: &IdentityColumns,
+    row: usize,
+) -> Option<IdentityRef<'b>> {
+    let key = row_key(batch, &columns.key, row);
+    let [id, recipient, name, ..] = key.text;
+    let account = recipient.or_else(|| columns.caller_account.and_then(|c| text_at(batch, c, row)));
+    let content = account.is_none().then(|| fingerprint(batch, &columns.text, row));
+    Some((key.time, id?, account, name, content))
+}
+
+/// xxh3-128 of the row's text columns (each as absent, or its length and bytes).
+fn fingerprint(batch: &RecordBatch, text_columns: &[usize], row: usize) -> u128 {
+    let mut hasher = Xxh3::new();
+    for &column in text_columns {
+        match text_at(batch, column, row) {
+            None => hasher.update(&[0]),
+            Some(text) => {
+                hasher.update(&[1]);
+                hasher.update(&(text.len() as u64).to_le_bytes());
+                hasher.update(text.as_bytes());
+            }
+        }
+    }
+    hasher.digest128()
 }
 
 fn owned(identity: IdentityRef<'_>) -> Identity {
-    let (time, id, account, name) = identity;
+    let (time, id, account, name, content) = identity;
     (
         time,
         id.to_string(),
         account.map(str::to_string),
         name.map(str::to_string),
+        content,
     )
 }
 
@@ -37,15 +99,16 @@ fn same(owned: &Identity, borrowed: &IdentityRef<'_>) -> bool {
         && owned.1 == borrowed.1
         && owned.2.as_deref() == borrowed.2
         && owned.3.as_deref() == borrowed.3
+        && owned.4 == borrowed.4
 }
 
-/// Drops rows whose identity was already written: earlier in this partition (adjacent, thanks to
-/// the sort order) or, incrementally, by an earlier run.
+/// Drops rows that are the same event as one already written: earlier in this partition
+/// (adjacent, thanks to the sort order) or, incrementally, by an earlier run.
 #[derive(Default)]
 pub(super) struct Dedup {
     previous: Option<Identity>,
     /// Identities in the partition's committed files, loaded when first needed.
-    committed: Option<std::collections::HashSet<Identity>>,
+    committed: Option<HashSet<Identity>>,
     /// Rows dropped so far.
     pub(super) dropped: u64,
 }
@@ -56,33 +119,24 @@ impl Dedup {
         if self.committed.is_some() {
             return Ok(());
         }
-        let mut committed = std::collections::HashSet::new();
+        let mut committed = HashSet::new();
         for path in existing_files {
-            let file = File::open(path).map_err(|source| WriteError::Io {
-                path: path.clone(),
-                source,
+            // The identity columns are enough for most rows; a file with rows whose account is
+            // unknown is read again whole, for their content fingerprints.
+            let with_accounts = |identity: &IdentityRef<'_>| identity.4.is_none();
+            let mut without_account = false;
+            read_identities(path, true, &mut |identity| {
+                without_account |= !with_accounts(&identity);
+                if with_accounts(&identity) {
+                    committed.insert(owned(identity));
+                }
             })?;
-            let parquet_error = |source| WriteError::Parquet {
-                path: path.clone(),
-                source,
-            };
-            let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-                .map_err(parquet_error)?;
-            let wanted: Vec<usize> = SORT_COLUMNS
-                .iter()
-                .filter_map(|name| builder.schema().index_of(name).ok())
-                .collect();
-            let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), wanted);
-            for batch in builder.with_projection(mask).build().map_err(parquet_error)? {
-                let batch = batch.map_err(|source| WriteError::Parquet {
-                    path: path.clone(),
-                    source: source.into(),
+            if without_account {
+                read_identities(path, false, &mut |identity| {
+                    if !with_accounts(&identity) {
+                        committed.insert(owned(identity));
+                    }
                 })?;
-                let columns = key_columns(&batch.schema());
-                committed.extend(
-                    (0..batch.num_rows())
-                        .filter_map(|row| identity_ref(row_key(&batch, &columns, row)).map(owned)),
-                );
             }
         }
         self.committed = Some(committed);
@@ -95,13 +149,13 @@ impl Dedup {
     }
 
     pub(super) fn filter(&mut self, batch: &RecordBatch, partition: &str) -> Result<RecordBatch, WriteError> {
-        let columns = key_columns(&batch.schema());
+        let columns = IdentityColumns::new(&batch.schema());
         let mut keep = Vec::with_capacity(batch.num_rows());
         // Identities are compared where they lie in the batch; only the last one is copied, to
         // compare the next batch's first row with.
         let mut previous: Option<IdentityRef<'_>> = None;
         for row in 0..batch.num_rows() {
-            let Some(current) = identity_ref(row_key(batch, &columns, row)) else {
+            let Some(current) = identity_ref(batch, &columns, row) else {
                 keep.push(true);
                 continue;
             };
@@ -127,4 +181,41 @@ impl Dedup {
         arrow::compute::filter_record_batch(batch, &arrow::array::BooleanArray::from(keep))
             .map_err(|source| WriteError::arrow(partition, "dropping duplicates", source))
     }
+}
+
+/// Calls `each` with the identity of every row of a committed Parquet file; with `projected`,
+/// only the identity columns are read (content fingerprints are then not the real ones, so
+/// callers use those rows' identities only where the account is known).
+fn read_identities(
+    path: &Path,
+    projected: bool,
+    each: &mut dyn FnMut(IdentityRef<'_>),
+) -> Result<(), WriteError> {
+    let parquet_error = |source| WriteError::Parquet {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(|source| WriteError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(parquet_error)?;
+    if projected {
+        let wanted: Vec<usize> = (SORT_COLUMNS.iter().chain([&CALLER_ACCOUNT_COLUMN]))
+            .filter_map(|name| builder.schema().index_of(name).ok())
+            .collect();
+        let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), wanted);
+        builder = builder.with_projection(mask);
+    }
+    for batch in builder.build().map_err(parquet_error)? {
+        let batch = batch.map_err(|source| parquet_error(source.into()))?;
+        let columns = IdentityColumns::new(&batch.schema());
+        for row in 0..batch.num_rows() {
+            if let Some(identity) = identity_ref(&batch, &columns, row) {
+                each(identity);
+            }
+        }
+    }
+    Ok(())
 }

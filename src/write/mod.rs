@@ -643,6 +643,8 @@ mod tests {
     }
 
     /// Rows in one Region that differ only in `source_ip_address` (and, when given, event id).
+    /// Rows of one account that differ only in their source IP: rows with the same id are
+    /// copies of one event (re-deliveries that differ in a detail).
     fn tied_rows(schema: &SchemaRef, rows: &[(i64, Option<&str>, &str)]) -> RecordBatch {
         let base = self::rows(
             schema,
@@ -651,8 +653,12 @@ mod tests {
         let mut columns = base.columns().to_vec();
         let id = schema.index_of("event_id").expect("event_id");
         let ip = schema.index_of("source_ip_address").expect("source_ip_address");
+        let account = schema
+            .index_of("recipient_account_id")
+            .expect("recipient_account_id");
         columns[id] = Arc::new(StringArray::from_iter(rows.iter().map(|r| r.1)));
         columns[ip] = Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.2)));
+        columns[account] = Arc::new(StringArray::from_iter_values(rows.iter().map(|_| "111122223333")));
         RecordBatch::try_new(schema.clone(), columns).expect("valid rows")
     }
 
