@@ -395,3 +395,26 @@ fn schema_prints_ddl_from_the_schema_file() {
     let arrow: serde_json::Value = serde_json::from_slice(&arrow.stdout).unwrap();
     assert_eq!(arrow["fields"].as_array().unwrap().len(), columns);
 }
+
+#[test]
+fn a_json_file_without_events_exits_3_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("describe-trails.json");
+    std::fs::write(
+        &input,
+        r#"{"trailList": [{"Name": "management-events", "S3BucketName": "amzn-s3-demo-bucket"}]}"#,
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_keytrail"))
+        .args(["convert", "--progress", "off", "-o"])
+        .arg(dir.path().join("out"))
+        .arg(&input)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("describe-trails.json: holds JSON but no CloudTrail event (1 value: 1 not an event)"),
+        "{stderr}"
+    );
+}

@@ -626,3 +626,32 @@ fn delivery_order_streams_and_any_order_gives_the_same_sorted_files() {
     }
     assert_eq!(rows_by_partition(&out_of_order.path().join("out")), expected);
 }
+
+#[test]
+fn event_history_and_lake_query_results_are_read() {
+    let (dir, summary) = convert_into(&[data("handmade/investigator-forms")], |_| {});
+    // 2 + 2 looked-up events, 2 + 1 Lake rows; the Lake files repeat three of them.
+    assert_eq!(
+        (
+            summary.events_read,
+            summary.rows_written,
+            summary.duplicates_dropped
+        ),
+        (7, 4, 3),
+        "{:#?}",
+        summary.problems
+    );
+    assert!(summary.is_clean(), "{:#?}", summary.problems);
+    let batch = read_all(&dir.path().join("out"));
+    let decrypt = rows_where(&batch, "event_name", "Decrypt");
+    assert_eq!(decrypt.len(), 1);
+    assert_eq!(
+        string_at(&batch, "kms_key_arn", decrypt[0]).as_deref(),
+        Some("arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"),
+        "the record inside CloudTrailEvent is flattened like any other"
+    );
+    let names = strings(&batch, "event_name");
+    for name in ["ListBuckets", "GetCallerIdentity", "DescribeKey"] {
+        assert!(names.iter().flatten().any(|n| n == name), "{name}: {names:?}");
+    }
+}

@@ -1,6 +1,7 @@
 //! Record dispatch: what one JSON value read from an input is — an event, a container of
-//! events (`Records`, EventBridge `detail`, CloudWatch Logs messages, SIEM `_raw`), something to
-//! skip, or invalid JSON — told to a [`RecordSink`]. Pure: no I/O, no counting, no flattening.
+//! events (`Records`, EventBridge `detail`, CloudWatch Logs messages, SIEM `_raw`, Event history
+//! and CloudTrail Lake query results), something to skip, or invalid JSON — told to a
+//! [`RecordSink`]. Pure: no I/O, no counting, no flattening.
 
 use crate::read::classify::{Kind, SkipReason, TopFields, classify, remove_trailing_commas};
 
@@ -62,6 +63,7 @@ fn dispatch_kind(kind: Kind<'_>, original: &[u8], sink: &mut impl RecordSink) {
         Kind::Event(top) => sink.event(&top, original),
         Kind::Embedded(texts) => texts.iter().for_each(|text| dispatch(text.as_bytes(), sink)),
         Kind::Nested(inner) => dispatch(inner.get().as_bytes(), sink),
+        Kind::Values(values) => values.iter().for_each(|value| dispatch(value.as_bytes(), sink)),
         Kind::Records(records) => records
             .iter()
             .for_each(|record| dispatch(record.get().as_bytes(), sink)),

@@ -196,5 +196,33 @@ pub(super) fn convert_input(
         hash: format!("{:032x}", lock(&opened.digest).digest128()),
         ..entry
     });
+    if let Some(message) = no_events_problem(&reading.report, items) {
+        reading.problem(None, None, message, None);
+    }
     finish_report(reading.report, items)
+}
+
+/// Why a JSON input read to the end holds no events, when it held JSON that is not an event
+/// (not for a digest, nor for a delivery file whose `Records` are empty): a problem of that
+/// input, so the run says so and exits 3 instead of converting nothing silently.
+fn no_events_problem(report: &FileReport, items: u64) -> Option<String> {
+    if items == 0 || report.events > 0 || report.quarantined > 0 || report.failed {
+        return None;
+    }
+    let skipped = &report.skipped_records;
+    if skipped.contains_key(&SkipReason::Digest) || skipped.is_empty() {
+        return None;
+    }
+    let values: u64 = skipped.values().sum();
+    let breakdown: Vec<String> = skipped
+        .iter()
+        .map(|(reason, n)| format!("{n} {}", reason.label()))
+        .collect();
+    Some(format!(
+        "holds JSON but no CloudTrail event ({values} {}: {}); keytrail reads CloudTrail delivery \
+         files, events (one, an array, or one per line), EventBridge and CloudWatch Logs envelopes, \
+         SIEM `_raw` exports, `aws cloudtrail lookup-events` output and CloudTrail Lake query results",
+        if values == 1 { "value" } else { "values" },
+        breakdown.join(", ")
+    ))
 }

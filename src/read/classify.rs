@@ -70,6 +70,10 @@ pub enum Kind<'a> {
     Embedded(Vec<String>),
     /// A wrapper object (a SIEM export's `_raw` object) whose inner value is classified again.
     Nested(&'a RawValue),
+    /// The rows of a saved query result, each classified again: `aws cloudtrail lookup-events`
+    /// output (Event history; the record is JSON text under `CloudTrailEvent`) and CloudTrail
+    /// Lake query results (`QueryResultRows`: the `eventJson` column, or the row's columns).
+    Values(Vec<Cow<'a, str>>),
     /// Something to skip and count, with the reason.
     Skip(SkipReason),
 }
@@ -147,10 +151,67 @@ fn classify_object(top: TopFields<'_>) -> Result<Kind<'_>, serde_json::Error> {
         let events: Vec<LogEvent> = serde_json::from_str(events.get())?;
         return Ok(Kind::Embedded(events.into_iter().map(|e| e.message).collect()));
     }
+    if let Some(events) = top.get("Events")
+        && let Some(values) = looked_up_events(events)
+    {
+        return Ok(Kind::Values(values));
+    }
+    if let Some(rows) = top.get("QueryResultRows")
+        && let Some(values) = lake_rows(rows)
+    {
+        return Ok(Kind::Values(values));
+    }
     if DIGEST_KEYS.iter().any(|k| top.has(k)) {
         return Ok(Kind::Skip(SkipReason::Digest));
     }
     Ok(Kind::Skip(SkipReason::NotAnEvent))
+}
+
+/// The events of `aws cloudtrail lookup-events` output (`{"Events": [...], "NextToken": ...}`):
+/// each one's `CloudTrailEvent` text, or the item itself where it has none (classified again,
+/// so it is counted). `None` when no item has a `CloudTrailEvent`: then this is not such output.
+fn looked_up_events(events: &RawValue) -> Option<Vec<Cow<'_, str>>> {
+    #[derive(serde::Deserialize)]
+    struct LookedUp {
+        #[serde(rename = "CloudTrailEvent")]
+        event: Option<String>,
+    }
+    let items: Vec<&RawValue> = serde_json::from_str(events.get()).ok()?;
+    let mut found = false;
+    let values = items
+        .into_iter()
+        .map(|item| match serde_json::from_str::<LookedUp>(item.get()) {
+            Ok(LookedUp { event: Some(text) }) => {
+                found = true;
+                Cow::Owned(text)
+            }
+            _ => Cow::Borrowed(item.get()),
+        })
+        .collect();
+    found.then_some(values)
+}
+
+/// The rows of CloudTrail Lake query results (`aws cloudtrail get-query-results`): each row is a
+/// list of one-member objects, column name to value. A row with the `eventJson` column (the
+/// original record as text) is that record; any other row is the object of its columns.
+fn lake_rows(rows: &RawValue) -> Option<Vec<Cow<'_, str>>> {
+    use serde_json::{Map, Value};
+    let rows: Vec<Vec<Map<String, Value>>> = serde_json::from_str(rows.get()).ok()?;
+    let values = rows
+        .into_iter()
+        .map(|row| {
+            let mut columns: Map<String, Value> = row.into_iter().flatten().collect();
+            let event_json = columns
+                .keys()
+                .find(|k| k.eq_ignore_ascii_case("eventjson"))
+                .cloned();
+            match event_json.and_then(|key| columns.remove(&key)) {
+                Some(Value::String(text)) => Cow::Owned(text),
+                _ => Cow::Owned(Value::Object(columns).to_string()),
+            }
+        })
+        .collect();
+    Some(values)
 }
 
 /// Removes commas that directly precede `}` or `]` (outside strings), the most common defect in
@@ -239,6 +300,23 @@ mod tests {
             classify(b"\"text\"").unwrap(),
             Kind::Skip(SkipReason::NotAnObject)
         ));
+        let looked_up = br#"{"Events":[{"EventId":"1","CloudTrailEvent":"{\"eventName\":\"A\"}"},{"EventId":"2"}],"NextToken":"t"}"#;
+        match classify(looked_up).unwrap() {
+            Kind::Values(values) => assert_eq!(values, [r#"{"eventName":"A"}"#, r#"{"EventId":"2"}"#]),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            classify(br#"{"Events":[{"name":"not lookup-events"}]}"#).unwrap(),
+            Kind::Skip(SkipReason::NotAnEvent)
+        ));
+        let lake = br#"{"QueryStatus":"FINISHED","QueryResultRows":[[{"eventJson":"{\"eventName\":\"A\"}"}],[{"eventID":"e"},{"eventName":"B"}]]}"#;
+        match classify(lake).unwrap() {
+            Kind::Values(values) => assert_eq!(
+                values,
+                [r#"{"eventName":"A"}"#, r#"{"eventID":"e","eventName":"B"}"#]
+            ),
+            other => panic!("{other:?}"),
+        }
         assert!(classify(br#"{"eventName":}"#).is_err());
     }
 
