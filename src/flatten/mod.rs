@@ -33,7 +33,7 @@ use serde_json::{Map, Value};
 
 use crate::read::classify::TopFields;
 use crate::read::json::Json;
-use crate::schema::Schema;
+use crate::schema::{ColumnType, Schema};
 use builders::ColumnBuilder;
 pub use derive::Rule;
 pub use plan::PlanError;
@@ -100,8 +100,14 @@ impl Flattener {
 
         let event_time = match doc.lookup(&plan.event_time, &mut unmapped) {
             None => return Err(FlattenError::MissingEventTime),
-            Some(Json::String(s)) => time::parse_timestamp_micros(s)
-                .ok_or_else(|| FlattenError::InvalidEventTime(format!("{s:?}")))?,
+            Some(Json::String(s)) => {
+                let micros = time::parse_timestamp_micros(s)
+                    .ok_or_else(|| FlattenError::InvalidEventTime(format!("{s:?}")))?;
+                if time::finer_than_micros(s) {
+                    unmapped.insert(plan.event_time.text.clone(), Value::String(s.to_string()));
+                }
+                micros
+            }
             Some(other) => return Err(FlattenError::InvalidEventTime(other.to_json_string())),
         };
         let is_kms = matches!(
@@ -137,6 +143,12 @@ impl Flattener {
                         && let Some((path, value)) = found
                     {
                         unmapped.insert(path.text.clone(), value.to_value());
+                    } else if column.ty == ColumnType::Timestamp
+                        && let Some((path, Json::String(text))) = found
+                        && time::finer_than_micros(text)
+                    {
+                        // The column holds the instant to the microsecond; the text keeps the rest.
+                        unmapped.insert(path.text.clone(), Value::String(text.to_string()));
                     }
                 }
                 Source::Derive(Rule::Unmapped) => {
@@ -372,6 +384,69 @@ mod tests {
             let raw: &RawValue = serde_json::from_str(text).unwrap();
             assert_eq!(parse_raw(raw), Json::parse(text).unwrap(), "{text}");
         }
+    }
+
+    /// The `unmapped` JSON of one event, and its typed `session_creation_date`.
+    fn flattened(event: &str) -> (Option<Value>, Option<i64>) {
+        use arrow::array::{Array, AsArray};
+        use arrow::datatypes::TimestampMicrosecondType;
+
+        let mut flattener = Flattener::new();
+        flattener
+            .append(&TopFields::parse(event.as_bytes()).unwrap())
+            .unwrap();
+        let batch = flattener.finish_batch().unwrap();
+        let unmapped = batch.column_by_name("unmapped").unwrap().as_string::<i32>();
+        let created = batch
+            .column_by_name("session_creation_date")
+            .unwrap()
+            .as_primitive::<TimestampMicrosecondType>();
+        (
+            (!unmapped.is_null(0)).then(|| serde_json::from_str(unmapped.value(0)).unwrap()),
+            (!created.is_null(0)).then(|| created.value(0)),
+        )
+    }
+
+    #[test]
+    fn empty_objects_at_walked_paths_are_kept() {
+        let event = r#"{"eventTime":"2024-03-01T10:00:00Z","eventName":"AssumeRole","userIdentity":{"type":"AssumedRole",
+            "sessionContext":{"sessionIssuer":{},"webIdFederationData":{},"attributes":{"mfaAuthenticated":"false"}}}}"#;
+        let (unmapped, _) = flattened(event);
+        assert_eq!(
+            unmapped,
+            Some(serde_json::json!({
+                "userIdentity.sessionContext.sessionIssuer": {},
+                "userIdentity.sessionContext.webIdFederationData": {}
+            }))
+        );
+        let (unmapped, _) = flattened(r#"{"eventTime":"2024-03-01T10:00:00Z","userIdentity":{}}"#);
+        assert_eq!(unmapped, Some(serde_json::json!({"userIdentity": {}})));
+        let (unmapped, _) =
+            flattened(r#"{"eventTime":"2024-03-01T10:00:00Z","userIdentity":{"type":"Root"}}"#);
+        assert_eq!(unmapped, None, "absent is not empty");
+    }
+
+    #[test]
+    fn times_finer_than_microseconds_keep_their_text() {
+        let event = |created: &str, time: &str| {
+            format!(
+                r#"{{"eventTime":"{time}","userIdentity":{{"sessionContext":{{"attributes":{{"creationDate":"{created}"}}}}}}}}"#
+            )
+        };
+        let (unmapped, created) = flattened(&event(
+            "2024-03-01T09:59:58.123456789Z",
+            "2024-03-01T10:00:00.000000001Z",
+        ));
+        assert_eq!(created, Some(1_709_287_198_123_456));
+        assert_eq!(
+            unmapped,
+            Some(serde_json::json!({
+                "eventTime": "2024-03-01T10:00:00.000000001Z",
+                "userIdentity.sessionContext.attributes.creationDate": "2024-03-01T09:59:58.123456789Z"
+            }))
+        );
+        let (unmapped, created) = flattened(&event("2024-03-01T09:59:58.123456Z", "2024-03-01T10:00:00Z"));
+        assert_eq!((unmapped, created), (None, Some(1_709_287_198_123_456)));
     }
 
     #[test]

@@ -68,6 +68,12 @@ impl Node {
             unmapped.insert(path.clone(), value.to_value());
             return;
         };
+        if object.is_empty() && !self.children.is_empty() {
+            // Present but empty (`sessionIssuer: {}`, `webIdFederationData: {}`): no typed column
+            // can say so, and absent is not the same.
+            unmapped.insert(path.clone(), Value::Object(Map::new()));
+            return;
+        }
         let parent = path.len();
         for (key, child_value) in object {
             match self.children.iter().find(|(k, _)| k == key) {
@@ -125,7 +131,7 @@ pub(crate) struct ColumnPlan {
     pub source: Source,
     pub kms_only: bool,
     pub struct_fields: Option<Vec<StructFieldPlan>>,
-    ty: ColumnType,
+    pub ty: ColumnType,
     fields: Vec<StructField>,
 }
 

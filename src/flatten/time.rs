@@ -39,6 +39,27 @@ pub fn parse_timestamp_micros(text: &str) -> Option<i64> {
     parse_java_24h_with_meridiem(text)
 }
 
+/// Whether a timestamp text holds digits finer than microseconds (`…:05.123456789Z`), which a
+/// microsecond column cannot keep: the caller keeps the text as well.
+///
+/// ```
+/// use keytrail::flatten::time::finer_than_micros;
+/// assert!(finer_than_micros("2024-03-01T10:00:05.123456789Z"));
+/// assert!(!finer_than_micros("2024-03-01T10:00:05.123456000Z"));
+/// assert!(!finer_than_micros("2024-03-01T10:00:05.123Z"));
+/// assert!(!finer_than_micros("Jul 10, 2023, 12:31:14 PM"));
+/// ```
+pub fn finer_than_micros(text: &str) -> bool {
+    let Some((_, after_minutes)) = text.rsplit_once(':') else {
+        return false;
+    };
+    let Some((_, fraction)) = after_minutes.split_once('.') else {
+        return false;
+    };
+    let digits = fraction.bytes().take_while(u8::is_ascii_digit);
+    digits.skip(6).any(|d| d != b'0')
+}
+
 /// Interprets a number as epoch milliseconds (CloudTrail's numeric dates, such as `launchTime`)
 /// or, when too small to be a plausible millisecond value, as epoch seconds.
 pub fn epoch_number_to_micros(value: f64) -> Option<i64> {
