@@ -196,21 +196,19 @@ pub(super) fn convert_input(
         hash: format!("{:032x}", lock(&opened.digest).digest128()),
         ..entry
     });
-    if let Some(message) = no_events_problem(&reading.report, items) {
+    reading.report = finish_report(std::mem::take(&mut reading.report), items);
+    if let Some(message) = no_events_problem(&reading.report) {
         reading.problem(None, None, message, None);
     }
-    finish_report(reading.report, items)
+    reading.report
 }
 
-/// Why a JSON input read to the end holds no events, when it held JSON that is not an event
-/// (not for a digest, nor for a delivery file whose `Records` are empty): a problem of that
-/// input, so the run says so and exits 3 instead of converting nothing silently.
-fn no_events_problem(report: &FileReport, items: u64) -> Option<String> {
-    if items == 0 || report.events > 0 || report.quarantined > 0 || report.failed {
-        return None;
-    }
+/// Why an input [`finish_report`] found without events is a problem: it held JSON values that
+/// are not events (not a digest, nor a delivery file whose `Records` are empty), so the run says
+/// so and exits 3 instead of converting nothing silently.
+fn no_events_problem(report: &FileReport) -> Option<String> {
     let skipped = &report.skipped_records;
-    if skipped.contains_key(&SkipReason::Digest) || skipped.is_empty() {
+    if report.skipped_file != Some(SkippedFile::NoEvents) || skipped.is_empty() {
         return None;
     }
     let values: u64 = skipped.values().sum();

@@ -5,12 +5,12 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::RecordBatch;
 use arrow::datatypes::DataType;
 use xxhash_rust::xxh3::Xxh3;
 
-use super::WriteError;
-use super::sort::{KeyColumns, SORT_COLUMNS, key_columns, row_key};
+use super::sort::{KeyColumns, SORT_COLUMNS, key_columns, row_key, text_at};
+use super::{WriteError, io_error};
 
 /// The column whose account stands in for a missing `recipient_account_id`.
 const CALLER_ACCOUNT_COLUMN: &str = "user_identity_account_id";
@@ -47,11 +47,6 @@ impl IdentityColumns {
                 .collect(),
         }
     }
-}
-
-fn text_at(batch: &RecordBatch, column: usize, row: usize) -> Option<&str> {
-    let values = batch.column(column).as_string_opt::<i32>()?;
-    (!values.is_null(row)).then(|| values.value(row))
 }
 
 /// The row's identity; `None` for a row without an event id (never taken for a copy).
@@ -195,10 +190,7 @@ fn read_identities(
         path: path.to_path_buf(),
         source,
     };
-    let file = File::open(path).map_err(|source| WriteError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let file = File::open(path).map_err(io_error(path))?;
     let mut builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(parquet_error)?;
     if projected {

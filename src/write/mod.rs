@@ -68,6 +68,14 @@ pub enum WriteError {
     Dataset(#[from] DatasetError),
 }
 
+/// Names the path of a failed file operation.
+pub(super) fn io_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> WriteError + '_ {
+    move |source| WriteError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 impl WriteError {
     pub(crate) fn arrow(partition: &str, context: &'static str, source: ArrowError) -> WriteError {
         WriteError::Arrow {

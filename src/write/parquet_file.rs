@@ -12,7 +12,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use tracing::debug;
 
-use super::{WriteError, WriteOptions};
+use super::{WriteError, WriteOptions, io_error};
 use crate::dataset::{DataFile, OutputDir};
 use crate::schema::{ColumnType, SCHEMA_NAME_KEY, SCHEMA_VERSION_KEY, Schema};
 
@@ -230,12 +230,5 @@ impl RollingWriter {
     pub(crate) fn finish(mut self) -> Result<Vec<DataFile>, WriteError> {
         self.close_file()?;
         Ok(self.files)
-    }
-}
-
-fn io_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> WriteError + '_ {
-    move |source| WriteError::Io {
-        path: path.to_path_buf(),
-        source,
     }
 }

@@ -9,7 +9,6 @@ use arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
 use arrow::ipc::reader::FileReader;
 use tracing::{info, info_span};
 
-use super::WriteError;
 use super::dedup::Dedup;
 use super::merge::{RunReader, merge_runs};
 use super::options::WriteOptions;
@@ -19,6 +18,7 @@ use super::sort::{
     whole_row_comparators,
 };
 use super::spill::{SPILL_BATCH_ROWS, Spiller, staged_files_reader};
+use super::{WriteError, io_error};
 use crate::dataset::{DataFile, OutputDir};
 
 /// How far back in event time a partition's newest rows are held unwritten: rows may arrive this
@@ -239,10 +239,7 @@ impl PartitionState {
             sources.push(Box::new(SortedRows::new(in_memory, MERGE_BATCH_ROWS)));
         }
         for run in &self.runs {
-            let file = File::open(run).map_err(|source| WriteError::Io {
-                path: run.clone(),
-                source,
-            })?;
+            let file = File::open(run).map_err(io_error(run))?;
             let reader = FileReader::try_new(file, None).map_err(|source| WriteError::Spill {
                 path: run.clone(),
                 source,
@@ -258,10 +255,7 @@ impl PartitionState {
         })?;
         let files = sink.finish()?;
         for path in staged.iter().chain(&self.runs) {
-            fs::remove_file(path).map_err(|source| WriteError::Io {
-                path: path.clone(),
-                source,
-            })?;
+            fs::remove_file(path).map_err(io_error(path))?;
         }
         Ok((files, self.dedup.dropped + dedup.dropped))
     }

@@ -135,15 +135,17 @@ pub(super) fn key_columns(schema: &arrow::datatypes::Schema) -> KeyColumns {
 }
 
 pub(super) fn row_key<'b>(batch: &'b RecordBatch, columns: &KeyColumns, row: usize) -> SortKey<'b> {
-    let text = |index: usize| {
-        let values = batch.column(index).as_string::<i32>();
-        (!values.is_null(row)).then(|| values.value(row))
-    };
     let times = batch.column(0).as_primitive::<TimestampMicrosecondType>();
     SortKey {
         time: times.value(row),
-        text: std::array::from_fn(|i| text(columns[i])),
+        text: std::array::from_fn(|i| text_at(batch, columns[i], row)),
     }
+}
+
+/// A text column's value in one row (`None` for null, or for a column that is not text).
+pub(super) fn text_at(batch: &RecordBatch, column: usize, row: usize) -> Option<&str> {
+    let values = batch.column(column).as_string_opt::<i32>()?;
+    (!values.is_null(row)).then(|| values.value(row))
 }
 
 /// The start of a [`SortKey`] that orders like it wherever the two differ: the time, then the

@@ -11,9 +11,9 @@ use arrow::error::ArrowError;
 use arrow::ipc::writer::{FileWriter, IpcWriteOptions};
 use tracing::debug;
 
-use super::WriteError;
 use super::options::SpillCompression;
 use super::sort::{MERGE_BATCH_ROWS, SortedRows};
+use super::{WriteError, io_error};
 use crate::dataset::OutputDir;
 
 /// Rows per batch of a spilled run. The merge holds one decoded batch of every run at a time (up
@@ -39,10 +39,7 @@ impl Spiller<'_> {
             .spill_dir()
             .join(format!("run-{:06}.arrow", *self.runs));
         *self.runs += 1;
-        let file = File::create(&run_path).map_err(|source| WriteError::Io {
-            path: run_path.clone(),
-            source,
-        })?;
+        let file = File::create(&run_path).map_err(io_error(&run_path))?;
         let spill_error = |source| WriteError::Spill {
             path: run_path.clone(),
             source,
