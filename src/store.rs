@@ -52,7 +52,7 @@ impl StoreError {
 /// One line a person can act on. object_store nests the HTTP client's errors and repeats the
 /// whole S3 XML error body at each level; S3's own `Code: Message` says it best, else the
 /// innermost cause (connection refused, DNS, TLS) does.
-fn one_line(error: &object_store::Error) -> String {
+pub(crate) fn one_line(error: &object_store::Error) -> String {
     let mut chain = vec![error.to_string()];
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
@@ -192,6 +192,7 @@ pub struct RemoteObject {
     pub size: u64,
     /// Last modification, nanoseconds since the epoch.
     pub modified: Option<i128>,
+    pub etag: Option<String>,
     store: Arc<dyn ObjectStore>,
     runtime: Handle,
 }
@@ -262,6 +263,16 @@ impl Stores {
         })
     }
 
+    /// The runtime the stores' requests run on.
+    pub fn handle(&self) -> &Handle {
+        self.runtime.handle()
+    }
+
+    /// The store of one bucket (made on first use).
+    pub fn bucket_store(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
+        self.store(bucket)
+    }
+
     fn store(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
         let mut stores = crate::sync::lock(&self.stores);
         if let Some(store) = stores.get(bucket) {
@@ -330,6 +341,7 @@ impl Stores {
             location: meta.location,
             size: meta.size,
             modified: meta.last_modified.timestamp_nanos_opt().map(i128::from),
+            etag: meta.e_tag,
             store: store.clone(),
             runtime: self.runtime.handle().clone(),
         }

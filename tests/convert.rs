@@ -495,35 +495,64 @@ fn spilled_runs_merge_into_sorted_rolled_files() {
 }
 
 #[test]
-fn a_dataset_from_before_run_states_is_overwritten() {
-    // Run records written before the two-step commit have no `state`, `inputs` or
-    // `replaces_runs`; such a dataset must still be recognised, replaced and its files removed.
+fn a_dataset_of_keytrail_0_1_is_refused_then_upgraded_in_place() {
     let (dir, first) = convert_into(&[data("aws-kms-developer-guide/events")], |_| {});
     let out = dir.path().join("out");
-    for entry in std::fs::read_dir(out.join("_keytrail/runs")).unwrap() {
-        let path = entry.unwrap().path();
-        let mut record: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        let object = record.as_object_mut().unwrap();
-        for key in ["state", "inputs", "replaces_runs"] {
-            assert!(object.remove(key).is_some() || key != "state", "{key}");
-        }
-        std::fs::write(&path, record.to_string()).unwrap();
-    }
-    let mut options = keytrail::convert::ConvertOptions::new(vec![data("invictus")], &out);
-    options.mode = keytrail::dataset::OutputMode::Overwrite;
-    let second = keytrail::convert::convert(&options, &keytrail::convert::NoProgress).unwrap();
-    assert_eq!(second.rows_written, 2900);
-    let files = parquet_files(&out);
-    assert!(!files.is_empty());
-    for file in &files {
-        let name = file.to_string_lossy();
-        assert!(
-            name.contains(&second.run_id),
-            "{name} is left from run {}",
-            first.run_id
-        );
-    }
+    // Make it what keytrail 0.1 wrote: the same files, with run records instead of a Delta log.
+    let files: Vec<String> = parquet_files(&out)
+        .iter()
+        .map(|f| f.strip_prefix(&out).unwrap().to_string_lossy().into_owned())
+        .collect();
+    let commits = out.join("_keytrail/commits");
+    let record = std::fs::read_dir(&commits)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(record).unwrap()).unwrap();
+    std::fs::remove_dir_all(out.join("_delta_log")).unwrap();
+    std::fs::remove_dir_all(&commits).unwrap();
+    std::fs::create_dir_all(out.join("_keytrail/runs")).unwrap();
+    std::fs::write(
+        out.join("_keytrail/dataset.json"),
+        r#"{"schema":"cloudtrail","schema_version":1,"partition_by":["region","event_date"],"writer":"keytrail 0.1.0"}"#,
+    )
+    .unwrap();
+    let run = serde_json::json!({
+        "run_id": first.run_id, "state": "committed", "files": files, "rows": first.rows_written,
+        "replaces_runs": [], "inputs": record["inputs"],
+    });
+    std::fs::write(
+        out.join(format!("_keytrail/runs/{}.json", first.run_id)),
+        run.to_string(),
+    )
+    .unwrap();
+
+    let mut options =
+        keytrail::convert::ConvertOptions::new(vec![data("aws-kms-developer-guide/events")], &out);
+    options.mode = keytrail::dataset::OutputMode::Incremental;
+    let refused = keytrail::convert::convert(&options, &keytrail::convert::NoProgress)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains(&format!("keytrail upgrade {}", out.display())),
+        "{refused}"
+    );
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let upgraded = keytrail::dataset::upgrade::upgrade(&out, runtime.handle().clone()).unwrap();
+    assert_eq!((upgraded.files, upgraded.rows), (files.len(), first.rows_written));
+    assert!(!out.join("_keytrail/runs").exists(), "the old records are gone");
+    assert_eq!(
+        read_all(&out).num_rows() as u64,
+        first.rows_written,
+        "the same rows, now from the log"
+    );
+    // The inputs the old runs converted are known: an incremental run adds nothing.
+    let again = keytrail::convert::convert(&options, &keytrail::convert::NoProgress).unwrap();
+    assert_eq!((again.input_files, again.rows_written), (0, 0));
+    assert!(again.unchanged_inputs > 0);
 }
 
 #[test]

@@ -141,8 +141,14 @@ fn a_run_killed_at_any_moment_then_rerun_ends_with_exactly_the_same_rows() {
     let expected = event_ids(&reference);
     assert_eq!(expected.len(), 20_000);
 
-    // Crashes at the two most delicate moments of a commit.
-    for point in ["after-commit-record", "after-first-rename"] {
+    // Crashes at each step of a commit: before anything is published, with files published but
+    // not committed, and committed but not yet recorded under _keytrail/commits.
+    for point in [
+        "after-pending-record",
+        "after-first-publish",
+        "before-delta-commit",
+        "after-delta-commit",
+    ] {
         let out = dir.path().join(format!("crash-{point}"));
         let status = keytrail(&logs, &out)
             .env("KEYTRAIL_CRASH_POINT", point)
@@ -151,6 +157,12 @@ fn a_run_killed_at_any_moment_then_rerun_ends_with_exactly_the_same_rows() {
         assert!(!status.success(), "{point}: the run aborted");
         assert!(keytrail(&logs, &out).status().unwrap().success());
         assert_eq!(event_ids(&out), expected, "{point}");
+        assert_eq!(
+            files_on_disk(&out),
+            parquet_files(&out),
+            "{point}: the killed run's files are removed"
+        );
+        assert_eq!(pending_records(&out), 0, "{point}");
     }
 
     // SIGKILL at many moments of a run, each followed by a rerun that is killed again, until one
@@ -162,8 +174,8 @@ fn a_run_killed_at_any_moment_then_rerun_ends_with_exactly_the_same_rows() {
         std::thread::sleep(Duration::from_millis(delay_ms));
         let _ = child.kill();
         let _ = child.wait();
-        // A kill that landed mid-run leaves its staging area, or a run record not yet committed.
-        kills_in_flight += usize::from(staging_areas(&out) > 0 || uncommitted_run_records(&out) > 0);
+        // A kill that landed mid-run leaves its staging area, or a pending record.
+        kills_in_flight += usize::from(staging_areas(&out) > 0 || pending_records(&out) > 0);
         // Whatever was committed so far is complete and readable, never doubled.
         let partial = event_ids(&out);
         assert!(partial.values().all(|n| *n == 1), "after a kill at {delay_ms} ms");
@@ -176,7 +188,12 @@ fn a_run_killed_at_any_moment_then_rerun_ends_with_exactly_the_same_rows() {
     assert!(keytrail(&logs, &out).status().unwrap().success());
     assert_eq!(event_ids(&out), expected);
     assert_eq!(staging_areas(&out), 0, "staging areas are cleaned up");
-    assert_eq!(uncommitted_run_records(&out), 0);
+    assert_eq!(pending_records(&out), 0);
+    assert_eq!(
+        files_on_disk(&out),
+        parquet_files(&out),
+        "no file of a killed run is left"
+    );
 }
 
 /// The staging directories of runs in `out` (left by a run still going or killed).
@@ -189,15 +206,10 @@ fn staging_areas(out: &Path) -> usize {
     })
 }
 
-/// Run records in `out` whose commit has not finished.
-fn uncommitted_run_records(out: &Path) -> usize {
-    std::fs::read_dir(out.join("_keytrail/runs")).map_or(0, |entries| {
-        entries
-            .filter_map(Result::ok)
-            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-            .filter(|text| text.contains("\"committing\""))
-            .count()
-    })
+/// Records of runs that were publishing files when they stopped.
+fn pending_records(out: &Path) -> usize {
+    std::fs::read_dir(out.join("_keytrail/pending"))
+        .map_or(0, |entries| entries.filter_map(Result::ok).count())
 }
 
 /// One console sign-in: the same id, time and name every time, no `recipientAccountId` (as in
@@ -265,4 +277,100 @@ fn only_copies_of_the_same_event_are_dropped_when_the_recipient_is_missing() {
             "{user}: {arns:?}"
         );
     }
+}
+
+/// A `keytrail convert --incremental --json` process into `out`, started now; with
+/// `pause_ms`, it waits that long before its commit (a test hook), so processes started together
+/// commit at the same moment.
+fn spawn_convert(inputs: &[&Path], out: &Path, extra: &[&str], pause_ms: u64) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_keytrail"))
+        .args([
+            "convert",
+            "--incremental",
+            "--json",
+            "--progress",
+            "off",
+            "-q",
+            "-j",
+            "1",
+            "-o",
+        ])
+        .arg(out)
+        .args(inputs)
+        .args(extra)
+        .env("KEYTRAIL_PAUSE_BEFORE_COMMIT_MS", pause_ms.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn summary_of(child: std::process::Child) -> serde_json::Value {
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "a run failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn runs_at_once_on_one_table_convert_every_event_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    let [a, b, c] = ["a", "b", "c"].map(|name| logs.join(name));
+    for (seed, logs) in [&a, &b, &c].into_iter().enumerate() {
+        generate_logs(logs, 1500, 21 + seed as u64);
+    }
+    let all = event_ids(&{
+        let reference = dir.path().join("reference");
+        run(&logs, &reference, OutputMode::Fresh);
+        reference
+    });
+    assert_eq!(all.len(), 4500);
+
+    // Two hourly runs that overlap: a+b and b+c, both committing at the same moment. One wins;
+    // the other finds b committed, discards what it wrote and converts only c again.
+    let out = dir.path().join("overlapping");
+    let first = spawn_convert(&[&a, &b], &out, &[], 1500);
+    let second = spawn_convert(&[&b, &c], &out, &[], 1500);
+    let summaries = [summary_of(first), summary_of(second)];
+    assert_eq!(event_ids(&out), all, "every event exactly once");
+    let attempts: Vec<u64> = summaries
+        .iter()
+        .map(|s| s["attempts"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        attempts.iter().sum::<u64>(),
+        3,
+        "one run started over: {attempts:?}"
+    );
+    let written: u64 = summaries
+        .iter()
+        .map(|s| s["rows_written"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        written, 4500,
+        "the run that started over wrote only c: {summaries:?}"
+    );
+    assert_eq!(
+        files_on_disk(&out),
+        parquet_files(&out),
+        "the discarded files are gone"
+    );
+
+    // Three machines, each converting its slice of the whole tree into one table at once.
+    let sharded = dir.path().join("sharded");
+    let shards: Vec<_> = (1..=3)
+        .map(|i| spawn_convert(&[&logs], &sharded, &["--shard", &format!("{i}/3")], 800))
+        .collect();
+    let summaries: Vec<serde_json::Value> = shards.into_iter().map(summary_of).collect();
+    assert_eq!(event_ids(&sharded), all, "every event exactly once");
+    let inputs: u64 = summaries.iter().map(|s| s["input_files"].as_u64().unwrap()).sum();
+    assert_eq!(inputs, 9, "the slices cover every input once: {summaries:?}");
+    assert!(
+        summaries.iter().any(|s| s["attempts"].as_u64().unwrap() == 1),
+        "{summaries:?}"
+    );
 }

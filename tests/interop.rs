@@ -1,6 +1,7 @@
-//! The converted output read by real engines: pyarrow, DuckDB and PySpark (local mode, Java 17),
-//! installed from PyPI into a local virtualenv by scripts/python-venv.sh. Any disagreement
-//! fails this test loudly.
+//! The converted table read by readers that are not keytrail: an independent replay of its
+//! `_delta_log` against the files on disk, the `deltalake` Python package, and pyarrow, DuckDB
+//! and PySpark (local mode, Java 17) over the live files the log lists; all installed from PyPI
+//! into a local virtualenv by scripts/python-venv.sh. Any disagreement fails this test loudly.
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::process::Command;
 use common::*;
 
 #[test]
-fn pyarrow_duckdb_and_spark_read_the_output() {
+fn deltalake_pyarrow_duckdb_and_spark_read_the_table() {
     let (dir, summary) = convert_into(
         &[data("invictus"), data("aws-kms-developer-guide/events")],
         |_| {},
@@ -29,26 +30,32 @@ fn pyarrow_duckdb_and_spark_read_the_output() {
     let event_id = record["eventID"].as_str().unwrap();
     let expected_micros = micros(record["eventTime"].as_str().unwrap());
 
-    let ddl_path = dir.path().join("spark.sql");
-    let ddl = keytrail::dataset::ddl::spark(
-        keytrail::schema::Schema::builtin(),
-        "keytrail_events",
-        &out.to_string_lossy(),
-        &keytrail::dataset::Partitioning::default(),
-    );
-    std::fs::write(&ddl_path, ddl).unwrap();
-
     let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
     let python = python_venv("tests/interop/requirements.txt", "interop-venv");
+    let files = dir.path().join("live-files.txt");
+    let log_check = Command::new(&python)
+        .arg(here.join("check_delta_log.py"))
+        .arg(&out)
+        .args(["--rows", &summary.rows_written.to_string()])
+        .arg("--list")
+        .arg(&files)
+        .output()
+        .unwrap();
+    let log_report = String::from_utf8_lossy(&log_check.stdout);
+    println!("{log_report}");
+    assert!(
+        log_check.status.success() && log_report.contains("delta-log: 0 failed"),
+        "the Delta log disagrees with the files:\n{log_report}\n{}",
+        String::from_utf8_lossy(&log_check.stderr)
+    );
     let check = Command::new(python)
         .arg(here.join("check_readers.py"))
         .arg(&out)
+        .arg("--files")
+        .arg(&files)
         .args(["--rows", &summary.rows_written.to_string()])
         .args(["--event", event_id])
         .args(["--micros", &expected_micros.to_string()])
-        .arg("--spark-ddl")
-        .arg(&ddl_path)
-        .args(["--table", "keytrail_events"])
         .arg("--warehouse")
         .arg(dir.path().join("spark-warehouse"))
         .output()

@@ -169,7 +169,7 @@ fn convert_from_bucket_to_bucket_and_query_there() {
         .count() as u64;
     assert_eq!(kms_rows, expected_kms);
 
-    // A dataset is only written under an empty prefix.
+    // A table that holds data is not converted into again unless incremental or overwritten.
     let again = keytrail(&server)
         .args([
             "convert",
@@ -183,8 +183,26 @@ fn convert_from_bucket_to_bucket_and_query_there() {
         .unwrap();
     fails_with(
         &again,
-        "s3://lake/cloudtrail: not empty (it holds s3://lake/cloudtrail/",
+        &format!(
+            "s3://lake/cloudtrail: the table already holds {} files; pass --incremental",
+            local_summary.files_written
+        ),
     );
+    let incremental = summary_of(&run(keytrail(&server).args([
+        "convert",
+        "s3://trail-logs/AWSLogs/",
+        "-o",
+        "s3://lake/cloudtrail",
+        "--incremental",
+        "--json",
+        "--progress",
+        "off",
+    ])));
+    assert_eq!(
+        incremental["unchanged_inputs"], server.objects,
+        "every object's ETag is recorded"
+    );
+    assert_eq!(incremental["rows_written"], 0);
 
     // Globs in the key select objects; a local output can be kept up to date incrementally.
     let mirror = scratch.path().join("mirror");

@@ -60,6 +60,16 @@ enum Command {
     Schema(SchemaArgs),
     /// Write a synthetic CloudTrail delivery tree (mostly KMS events) for benchmarks.
     Gen(GenArgs),
+    /// Make a dataset written by keytrail 0.1 (`_keytrail/runs/`) a Delta Lake table in place,
+    /// keeping its files and the record of the inputs it converted.
+    Upgrade(UpgradeArgs),
+}
+
+#[derive(Debug, Args)]
+struct UpgradeArgs {
+    /// The dataset's directory.
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -180,8 +190,9 @@ struct ConvertArgs {
     #[arg(required = true, value_name = "INPUT")]
     inputs: Vec<String>,
 
-    /// Output directory for the Parquet dataset (created if missing; must be empty or a keytrail
-    /// dataset), or an empty s3://bucket/prefix (staged in $TMPDIR, then uploaded).
+    /// The Delta Lake table to write: a directory or an s3://bucket/prefix (created if missing;
+    /// must be empty or a keytrail table). Files become visible to readers only when the run
+    /// commits to its _delta_log/; any number of runs may write one table at once.
     #[arg(short, long, value_name = "DIR|URL")]
     output: PathBuf,
 
@@ -190,13 +201,14 @@ struct ConvertArgs {
     #[arg(short, long, value_name = "KEYS", default_value_t = Partitioning::default())]
     partition_by: Partitioning,
 
-    /// Replace the keytrail dataset already in the output directory.
+    /// Replace the table's data (a Delta overwrite: readers of the old version are not disturbed,
+    /// its files stay until vacuumed).
     #[arg(long, conflicts_with = "incremental")]
     overwrite: bool,
 
-    /// Add to the dataset in the output directory: inputs an earlier run converted unchanged are
-    /// skipped (a manifest of path, size, modification time and content hash is kept in
-    /// _keytrail/runs/), and events already written are dropped as duplicates.
+    /// Add to the table: inputs an earlier run converted unchanged are skipped (each commit
+    /// records its inputs' path, size, modification time or ETag and content hash), and events
+    /// already in the table are dropped as duplicates.
     #[arg(long)]
     incremental: bool,
 
@@ -204,6 +216,12 @@ struct ConvertArgs {
     /// nothing, instead of quarantining it and going on.
     #[arg(long)]
     strict: bool,
+
+    /// Convert only slice I of N of the inputs (by a hash of each input's path), so N processes
+    /// on N machines, given the same inputs and output, convert an archive into one table
+    /// together.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<crate::convert::Shard>,
 
     /// Print the summary as one JSON object on stdout.
     #[arg(long)]
@@ -291,7 +309,12 @@ fn init_logging(verbose: u8, quiet: bool) {
         (false, 2) => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // delta-rs logs a lost commit race as an error and retries it; keytrail reports what matters
+    // itself, so delta-rs and its kernel speak only from -vv on.
+    let delta = if verbose >= 2 { default } else { "off" };
+    let directives =
+        format!("{default},deltalake_core={delta},buoyant_kernel={delta},buoyant_kernel_engine={delta}");
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(directives));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -318,6 +341,23 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let mut stdout = std::io::stdout().lock();
             stdout.write_all(text.as_bytes())?;
             stdout.flush()?;
+            Ok(EXIT_OK)
+        }
+        Command::Upgrade(args) => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            let upgraded = crate::dataset::upgrade::upgrade(&args.dir, runtime.handle().clone())
+                .with_context(|| format!("upgrading {}", args.dir.display()))?;
+            let mut stdout = std::io::stdout().lock();
+            writeln!(
+                stdout,
+                "{} is a Delta table now (version {}): {} files, {} rows from {} runs; {} converted inputs recorded for --incremental",
+                args.dir.display(),
+                upgraded.version,
+                summary::thousands(upgraded.files as u64),
+                summary::thousands(upgraded.rows),
+                upgraded.runs,
+                summary::thousands(upgraded.inputs as u64)
+            )?;
             Ok(EXIT_OK)
         }
         Command::Gen(args) => {
@@ -427,6 +467,7 @@ fn run_convert(args: ConvertArgs, quiet: bool) -> anyhow::Result<u8> {
         threads,
         batch_rows: DEFAULT_BATCH_ROWS,
         strict: args.strict,
+        shard: args.shard,
         write: WriteOptions {
             partitioning: args.partition_by,
             target_file_bytes: args.target_file_size.0,

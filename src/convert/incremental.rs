@@ -1,7 +1,7 @@
 //! `--incremental`: setting aside the inputs an earlier run converted unchanged, and the
 //! manifest entry each input gets.
 
-use crate::dataset::{InputRecord, OutputDir, OutputMode};
+use crate::dataset::{DatasetError, InputRecord, OutputDir};
 use crate::read::Input;
 
 /// The inputs a run converts, after `--incremental` has set aside those already converted.
@@ -13,12 +13,8 @@ pub(super) struct Selection {
     pub(super) changed: Vec<String>,
 }
 
-pub(super) fn select_inputs(inputs: Vec<Input>, output: &OutputDir) -> Selection {
-    let converted = if output.mode() == OutputMode::Incremental {
-        output.converted_inputs()
-    } else {
-        Default::default()
-    };
+pub(super) fn select_inputs(inputs: Vec<Input>, output: &OutputDir) -> Result<Selection, DatasetError> {
+    let converted = output.converted_inputs()?;
     let mut selection = Selection {
         inputs: Vec::with_capacity(inputs.len()),
         unchanged: 0,
@@ -47,7 +43,7 @@ pub(super) fn select_inputs(inputs: Vec<Input>, output: &OutputDir) -> Selection
             selection.inputs.push(input);
         }
     }
-    selection
+    Ok(selection)
 }
 
 /// The manifest entry of an input before it is read (the hash is filled in once it has been):
@@ -60,6 +56,7 @@ pub(super) fn manifest_entry(input: &Input) -> Option<InputRecord> {
             path: object.url.to_string(),
             size: object.size,
             modified: object.modified,
+            etag: object.etag.clone(),
             hash: String::new(),
         }),
         Input::Stdin => None,
@@ -78,6 +75,7 @@ fn file_manifest_entry(path: &std::path::Path) -> Option<InputRecord> {
         path: absolute.to_string_lossy().into_owned(),
         size: metadata.len(),
         modified,
+        etag: None,
         hash: String::new(),
     })
 }

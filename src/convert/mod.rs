@@ -2,8 +2,9 @@
 //!
 //! [`pipeline`] runs it on all cores (workers, channel, writer thread, commit); [`input`] reads
 //! one input (the byte loop) and [`dispatch`] tells what each record is; [`incremental`] sets
-//! aside inputs converted before; [`report`] adds up what happened; [`upload`] handles `s3://`
-//! outputs. Per-record and per-file problems are reported and counted; they never stop the run.
+//! aside inputs converted before; [`report`] adds up what happened. The output is a Delta Lake
+//! table on local disk or S3 ([`crate::dataset::table`]). Per-record and per-file problems are
+//! reported and counted; they never stop the run.
 
 pub mod dispatch;
 mod incremental;
@@ -11,7 +12,6 @@ mod input;
 mod pipeline;
 pub mod report;
 mod run_state;
-mod upload;
 
 use std::path::PathBuf;
 
@@ -19,7 +19,7 @@ use arrow::error::ArrowError;
 
 pub use report::{ConvertSummary, Problem, SkippedFile};
 
-use crate::dataset::{DatasetError, OutputMode};
+use crate::dataset::{DatasetError, OutputMode, TableLocation};
 use crate::store::{S3Url, StoreError, Stores};
 use crate::write::{WriteError, WriteOptions};
 
@@ -28,7 +28,7 @@ use crate::write::{WriteError, WriteOptions};
 pub struct ConvertOptions {
     /// Files, directories, glob patterns, `s3://bucket/prefix` URLs, or `-` for stdin.
     pub inputs: Vec<String>,
-    /// A directory, or an `s3://bucket/prefix` URL (written through a local staging directory).
+    /// The table: a directory, or an `s3://bucket/prefix` URL.
     pub output: PathBuf,
     /// What to do when the output already holds a dataset.
     pub mode: OutputMode,
@@ -39,6 +39,57 @@ pub struct ConvertOptions {
     pub batch_rows: usize,
     /// Stop at the first problem and commit nothing.
     pub strict: bool,
+    /// Convert only this slice of the inputs (several processes, one slice each, convert one
+    /// archive into one table at once).
+    pub shard: Option<Shard>,
+}
+
+/// One of `count` slices of the inputs (`--shard INDEX/COUNT`, `INDEX` from 1): an input belongs
+/// to the slice its path hashes to, so every process given the same inputs agrees on the slices
+/// without talking to the others.
+///
+/// ```
+/// use keytrail::convert::Shard;
+///
+/// let shard: Shard = "2/3".parse().unwrap();
+/// assert_eq!((shard.index, shard.count), (2, 3));
+/// assert!("0/3".parse::<Shard>().is_err());
+/// assert!("4/3".parse::<Shard>().is_err());
+/// let slices: Vec<usize> = (1..=3).map(|i| ["a", "b", "c", "d", "e", "f"].iter().filter(|p| Shard { index: i, count: 3 }.holds(p)).count()).collect();
+/// assert_eq!(slices.iter().sum::<usize>(), 6, "every input is in exactly one slice");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// From 1 to `count`.
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    /// Whether the input at `path` (as discovery names it) is in this slice.
+    pub fn holds(&self, path: &str) -> bool {
+        xxhash_rust::xxh3::xxh3_64(path.as_bytes()) % u64::from(self.count) == u64::from(self.index - 1)
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("`{text}`: a shard is INDEX/COUNT with 1 <= INDEX <= COUNT, such as 2/3");
+        let (index, count) = text.split_once('/').ok_or_else(bad)?;
+        let index: u32 = index.trim().parse().map_err(|_| bad())?;
+        let count: u32 = count.trim().parse().map_err(|_| bad())?;
+        if index == 0 || index > count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
 }
 
 /// The default rows per record batch handed to the writer.
@@ -57,6 +108,7 @@ impl ConvertOptions {
             write,
             batch_rows: DEFAULT_BATCH_ROWS,
             strict: false,
+            shard: None,
         }
     }
 }
@@ -107,16 +159,17 @@ pub fn convert(
     options: &ConvertOptions,
     progress: &dyn ProgressSink,
 ) -> Result<ConvertSummary, ConvertError> {
-    match options.output.to_str().and_then(S3Url::parse).transpose()? {
-        Some(url) => upload::convert_to_s3(options, &url, &Stores::new()?, progress),
-        None => {
-            let stores = options
-                .inputs
-                .iter()
-                .any(|i| S3Url::is_s3(i))
-                .then(Stores::new)
-                .transpose()?;
-            pipeline::convert_local(options, stores.as_ref(), progress)
-        }
-    }
+    let stores = Stores::new()?;
+    let target = match options.output.to_str().and_then(S3Url::parse).transpose()? {
+        Some(url) => pipeline::Target {
+            location: TableLocation::s3(&url.bucket, &url.key, stores.bucket_store(&url.bucket)?)
+                .map_err(DatasetError::from)?,
+            local_root: None,
+        },
+        None => pipeline::Target {
+            location: TableLocation::local(&options.output).map_err(DatasetError::from)?,
+            local_root: Some(options.output.clone()),
+        },
+    };
+    pipeline::convert_into(options, &target, &stores, progress)
 }

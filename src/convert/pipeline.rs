@@ -5,13 +5,14 @@
 //! Worker threads each take whole input files (gunzip, split, flatten) and send record batches
 //! over a bounded channel to the writer thread, so memory stays bounded whatever the input size.
 
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use arrow::array::{AsArray, RecordBatch};
 use crossbeam_channel::{Receiver, Sender, bounded};
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::incremental::select_inputs;
 use super::input::convert_input;
@@ -19,7 +20,7 @@ use super::report::{FileReport, Problem};
 use super::run_state::RunState;
 use super::{ConvertError, ConvertOptions, ConvertSummary, ProgressSink};
 use crate::dataset::quarantine::Quarantine;
-use crate::dataset::{InputRecord, OutputDir, prepare_output};
+use crate::dataset::{Committed, InputRecord, OutputDir, OutputMode, TableLocation, prepare_output};
 use crate::flatten::Flattener;
 use crate::read::{Input, discover};
 use crate::schema::Schema;
@@ -30,15 +31,31 @@ use crate::write::{DatasetWriter, WriteError, WriteSummary};
 /// Rows after which a batch is sent at the end of an input file (see `convert_local`).
 const FILE_BATCH_ROWS: usize = 256;
 
-/// Converts the inputs into the local dataset directory `options.output`.
-pub(super) fn convert_local(
+/// Where a run writes: the table, and its directory when it is local.
+pub(super) struct Target {
+    pub(super) location: TableLocation,
+    pub(super) local_root: Option<PathBuf>,
+}
+
+/// How many times a run starts over after other runs committed some of its inputs first.
+const MAX_ATTEMPTS: usize = 20;
+
+/// Converts the inputs into the table at `target`. When another run commits some of the same
+/// inputs first, nothing of this attempt is committed and the inputs left are converted again.
+pub(super) fn convert_into(
     options: &ConvertOptions,
-    stores: Option<&Stores>,
+    target: &Target,
+    stores: &Stores,
     progress: &dyn ProgressSink,
 ) -> Result<ConvertSummary, ConvertError> {
     let started = Instant::now();
-    let discovery = discover(&options.inputs, stores);
-    if discovery.inputs.is_empty() {
+    let mut discovery = discover(&options.inputs, Some(stores));
+    let discovered = discovery.inputs.len();
+    if let Some(shard) = options.shard {
+        discovery.inputs.retain(|input| shard.holds(&input.to_string()));
+        info!(%shard, inputs = discovery.inputs.len(), of = discovered, "converting one slice of the inputs");
+    }
+    if discovered == 0 {
         let why = if discovery.problems.is_empty() {
             "the inputs contain no files".to_string()
         } else {
@@ -64,55 +81,110 @@ pub(super) fn convert_local(
             }
         })
         .collect();
-    let output = prepare_output(&options.output, options.mode, &options.write.partitioning)?;
-    let selection = select_inputs(discovery.inputs, &output);
-    for changed in &selection.changed {
-        warn!("{changed}: changed since it was converted; converting it again (duplicates are dropped)");
-    }
-    let mut inputs = selection.inputs;
-    crate::read::sort_by_delivery_time(&mut inputs);
-    let total_bytes = inputs.iter().map(Input::size).sum::<Option<u64>>();
-    progress.start(inputs.len(), total_bytes);
-
-    let run_id = output.run_id().to_string();
-    let quarantine_dir = output.quarantine_dir();
-    let run = RunState::new(Quarantine::new(&output.quarantine_staging_dir()), options.strict);
     let schema = Schema::builtin();
-    let writer = DatasetWriter::new(output, schema.arrow_schema(), options.write.clone())?;
-    let reports: Mutex<Vec<FileReport>> = Mutex::new(Vec::with_capacity(inputs.len()));
-    let written = run_workers(options, &inputs, writer, &run, &reports, progress);
-    progress.finishing();
-    let (output, written) = written?;
-    let (stopped_by, quarantine) = run.into_outcome();
-    let quarantined = quarantine.finish();
-    if let Some(error) = stopped_by {
-        output.abandon();
-        return Err(error);
-    }
-    if let Err(error) = quarantined {
-        output.abandon();
-        return Err(error.into());
-    }
-    let mut reports = crate::sync::into_inner(reports);
-    let manifest: Vec<InputRecord> = reports.iter_mut().filter_map(|r| r.manifest.take()).collect();
-    output.commit(&written.files, manifest)?;
+    for attempt in 1..=MAX_ATTEMPTS {
+        let output = prepare_output(
+            target.location.clone(),
+            target.local_root.as_deref(),
+            options.mode,
+            &options.write.partitioning,
+            &schema.arrow_schema(),
+            stores.handle().clone(),
+        )?;
+        let selection = select_inputs(discovery.inputs.clone(), &output)?;
+        for changed in &selection.changed {
+            warn!("{changed}: changed since it was converted; converting it again (duplicates are dropped)");
+        }
+        let mut inputs = selection.inputs;
+        crate::read::sort_by_delivery_time(&mut inputs);
+        let total_bytes = inputs.iter().map(Input::size).sum::<Option<u64>>();
+        progress.start(inputs.len(), total_bytes);
 
-    let mut summary = ConvertSummary {
-        output: options.output.clone(),
-        run_id,
-        schema_version: schema.version(),
-        input_files: inputs.len(),
-        unchanged_inputs: selection.unchanged,
-        changed_inputs: selection.changed,
-        ..ConvertSummary::default()
-    };
-    summary.add(problems, reports, written);
-    if summary.quarantined_records > 0 {
-        summary.quarantine = Some(quarantine_dir);
+        let run_id = output.run_id().to_string();
+        let quarantine_path = output.quarantine_path();
+        let run = RunState::new(Quarantine::new(&output.quarantine_staging_dir()), options.strict);
+        let writer = DatasetWriter::new(output, schema.arrow_schema(), options.write.clone())?;
+        let reports: Mutex<Vec<FileReport>> = Mutex::new(Vec::with_capacity(inputs.len()));
+        let written = run_workers(options, &inputs, writer, &run, &reports, progress);
+        progress.finishing();
+        let (mut output, written) = written?;
+        let (stopped_by, quarantine) = run.into_outcome();
+        let quarantined = quarantine.finish();
+        if let Some(error) = stopped_by {
+            output.abandon();
+            return Err(error);
+        }
+        if let Err(error) = quarantined {
+            output.abandon();
+            return Err(error.into());
+        }
+        let mut reports = crate::sync::into_inner(reports);
+        let manifest: Vec<InputRecord> = reports.iter_mut().filter_map(|r| r.manifest.take()).collect();
+        let nothing_new = written.files.is_empty()
+            && manifest.is_empty()
+            && reports.iter().all(|r| r.quarantined == 0)
+            && options.mode != OutputMode::Overwrite;
+        let committed = if nothing_new {
+            // Nothing to add: no empty commit in the table's log every hour.
+            output.abandon();
+            None
+        } else {
+            if target.local_root.is_none() {
+                progress.uploading(written.files.len(), written.files.iter().map(|f| f.bytes).sum());
+            }
+            Some(output.commit(&written.files, manifest)?)
+        };
+        match committed {
+            None | Some(Committed::Version(_)) => {
+                let table_version = match committed {
+                    Some(Committed::Version(version)) => Some(version),
+                    _ => None,
+                };
+                let mut summary = ConvertSummary {
+                    output: options.output.clone(),
+                    run_id,
+                    table_version,
+                    schema_version: schema.version(),
+                    input_files: inputs.len(),
+                    unchanged_inputs: selection.unchanged,
+                    changed_inputs: selection.changed,
+                    attempts: attempt,
+                    ..ConvertSummary::default()
+                };
+                summary.add(problems, reports, written);
+                if summary.quarantined_records > 0 {
+                    summary.quarantine = Some(match &target.local_root {
+                        Some(root) => root.join(&quarantine_path),
+                        None => PathBuf::from(format!("{}/{quarantine_path}", target.location)),
+                    });
+                }
+                summary.elapsed_seconds = started.elapsed().as_secs_f64();
+                summary.events_per_second = summary.events_read as f64 / summary.elapsed_seconds.max(1e-9);
+                return Ok(summary);
+            }
+            Some(Committed::InputsTaken(taken)) => {
+                if options.mode != OutputMode::Incremental {
+                    return Err(ConvertError::Output {
+                        output: target.location.to_string(),
+                        message: format!(
+                            "another run committed to the table while this one ran ({} of the same inputs); nothing was committed: run again",
+                            taken.len()
+                        ),
+                    });
+                }
+                info!(
+                    taken = taken.len(),
+                    attempt, "another run committed some of these inputs first; converting the rest again"
+                );
+            }
+        }
     }
-    summary.elapsed_seconds = started.elapsed().as_secs_f64();
-    summary.events_per_second = summary.events_read as f64 / summary.elapsed_seconds.max(1e-9);
-    Ok(summary)
+    Err(ConvertError::Output {
+        output: target.location.to_string(),
+        message: format!(
+            "other runs kept committing the same inputs first ({MAX_ATTEMPTS} attempts); nothing was committed"
+        ),
+    })
 }
 
 /// Reads every input on `options.threads` workers into `writer`, on a thread of its own; returns

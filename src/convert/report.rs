@@ -62,6 +62,12 @@ impl SkippedFile {
 pub struct ConvertSummary {
     pub output: PathBuf,
     pub run_id: String,
+    /// The Delta table version this run's commit made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table_version: Option<u64>,
+    /// How many times the run started (more than once when other runs committed some of its
+    /// inputs first).
+    pub attempts: usize,
     pub schema_version: u32,
     pub input_files: usize,
     pub input_bytes: u64,

@@ -1,305 +1,307 @@
-//! A run's output directory: refusing to mix runs, staging, and the crash-safe commit.
+//! A run's output table: preparing it (refusing what is not a keytrail Delta table of this
+//! schema and partitioning), the run's staging area, publishing its files to their final paths
+//! and committing them in one Delta transaction, and cleaning up after runs that were killed.
 //!
-//! A run writes everything under a hidden staging directory. To commit, it first records its
-//! intent (`_keytrail/runs/<run>.json`, state `committing`: the files it will move in and the
-//! runs it replaces), then renames the files into place, then marks the record `committed`.
-//! A run killed at any point is finished by the next one: a `committing` record is rolled
-//! forward (its staged files are still there); a staging area without one is discarded. Every
-//! directory a commit changed is synced before the record says `committed`, so a commit
-//! survives a power loss, not just a killed process.
+//! A run writes its files into a staging directory (inside a local table, hidden from readers;
+//! in `$TMPDIR` for an `s3://` table). To commit, it records what it is about to publish
+//! (`_keytrail/pending/<run>.json`), moves or uploads the files to their final paths, and
+//! commits them with delta-rs: readers see them only once the commit is in `_delta_log/`. A run
+//! killed before its commit leaves a pending record; the next run that finds its owner gone
+//! (the staging directory's lock free, or on S3 no heartbeat for [`PENDING_LEASE`]) deletes the
+//! files it published, unless its commit landed after all.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tracing::{debug, info};
+use tokio::runtime::Handle;
+use tracing::{debug, info, warn};
 
 use super::layout::{
-    MARKER_FILE, META_DIR, QUARANTINE_DIR, RUNS_DIR, SPILL_DIR, STAGED_QUARANTINE_DIR, STAGING_PREFIX,
+    MARKER_FILE, META_DIR, PENDING_DIR, QUARANTINE_DIR, RUNS_DIR, SPILL_DIR, STAGED_QUARANTINE_DIR,
+    STAGING_PREFIX,
 };
-use super::{DataFile, DatasetError, DatasetMarker, InputRecord, Partitioning, io_error};
+use super::manifest::{self, CommitRecord};
+use super::table::{CommitOutcome, PublishedFile, Table, TableFile, TableLocation};
+use super::{DataFile, DatasetError, InputRecord, Partitioning, io_error, partitioning};
 
-/// How a run treats a directory that already holds a dataset.
+/// How long an `s3://` run's pending record may go without a heartbeat before another run takes
+/// its owner for dead and deletes what it published.
+pub const PENDING_LEASE: Duration = Duration::from_secs(15 * 60);
+/// The lock file in a local run's staging directory, held while the run lives.
+const LOCK_FILE: &str = ".lock";
+
+/// How a run treats a table that already holds data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputMode {
-    /// Only an empty (or new) directory is accepted.
+    /// Only a new or empty table is accepted.
     Fresh,
-    /// The existing dataset is replaced when this run commits.
+    /// The table's data is replaced when this run commits (readers of older versions are not
+    /// disturbed: the files stay until vacuumed).
     Overwrite,
-    /// This run adds to the existing dataset, skipping inputs already converted.
+    /// This run adds to the table, skipping inputs already converted.
     Incremental,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum RunState {
-    Committing,
-    Committed,
-}
-
-fn committed() -> RunState {
-    RunState::Committed
-}
-
-/// `_keytrail/runs/<run>.json`.
+/// `_keytrail/pending/<run>.json`: what a run is publishing.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct RunRecord {
+struct PendingRecord {
     run_id: String,
-    /// Records from before the two-step commit have no state: they were written only once their
-    /// files were in place, so they are committed.
-    #[serde(default = "committed")]
-    state: RunState,
-    /// Parquet files, relative to the dataset root.
+    /// The table version the run read; its commit, if it landed, is after it.
+    snapshot_version: Option<u64>,
+    /// Data files and quarantine files, relative to the table root.
     files: Vec<String>,
-    rows: u64,
-    /// Runs whose files this run replaces (`--overwrite`).
-    #[serde(default)]
-    replaces_runs: Vec<String>,
-    #[serde(default)]
-    inputs: Vec<InputRecord>,
+    /// Last sign of life, milliseconds since the epoch.
+    heartbeat: i64,
 }
 
-/// An output directory prepared for one run.
-#[derive(Debug)]
+/// What [`OutputDir::commit`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Committed {
+    /// The run's files are in the table at this version.
+    Version(u64),
+    /// Another run committed some of these inputs first; nothing of this run was committed.
+    InputsTaken(Vec<String>),
+}
+
+/// The output table prepared for one run.
 pub struct OutputDir {
-    root: PathBuf,
+    table: Table,
+    /// The table's directory, for a local table.
+    local_root: Option<PathBuf>,
     run_id: String,
     staging: PathBuf,
+    /// For an `s3://` table, the temporary directory holding `staging`.
+    _temp: Option<tempfile::TempDir>,
+    /// Held while the run lives (local tables): other runs take a free lock for a dead run.
+    _lock: Option<fs::File>,
     mode: OutputMode,
-    marker: DatasetMarker,
-    /// Committed runs found at start.
-    previous: Vec<RunRecord>,
+    partitioning: Partitioning,
+    /// The table's files when the run started.
+    files_at_start: Vec<TableFile>,
+    /// An overwrite that gives the table a new schema or partitioning: the schema.
+    new_description: Option<arrow::datatypes::Schema>,
 }
 
-/// Checks and prepares `root` for a new run (finishing or discarding what a killed run left).
+impl std::fmt::Debug for OutputDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutputDir")
+            .field("table", &self.table.location().to_string())
+            .field("run_id", &self.run_id)
+            .field("mode", &self.mode)
+            .finish()
+    }
+}
+
+/// Checks and prepares the table at `location` for a new run (`local_root` is its directory
+/// when it is local), cleaning up after runs that were killed.
 ///
-/// A directory holding a keytrail dataset is refused in [`OutputMode::Fresh`]; any other
-/// non-empty directory is always refused, so a run never mixes with, or deletes, foreign files.
+/// A new or empty location becomes a keytrail Delta table. A table holding data is refused in
+/// [`OutputMode::Fresh`]; one of another schema or partitioning is refused unless overwritten;
+/// anything else there (files that are no Delta table, a Delta table keytrail did not write, a
+/// dataset of keytrail before Delta tables) is always refused, so a run never mixes with, or
+/// deletes, foreign files.
 pub fn prepare_output(
-    root: &Path,
+    location: TableLocation,
+    local_root: Option<&Path>,
     mode: OutputMode,
     partitioning: &Partitioning,
+    arrow_schema: &arrow::datatypes::Schema,
+    runtime: Handle,
 ) -> Result<OutputDir, DatasetError> {
-    fs::create_dir_all(root).map_err(io_error(root))?;
-    recover(root)?;
-    let meta = root.join(META_DIR);
-    let previous = committed_runs(root)?;
-    let foreign: Vec<_> = fs::read_dir(root)
-        .map_err(io_error(root))?
-        .filter_map(Result::ok)
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|name| name != META_DIR)
-        .collect();
-    let has_marker = meta.join(MARKER_FILE).is_file();
-    if !has_marker && !foreign.is_empty() {
-        return Err(DatasetError::NotADataset {
-            root: root.to_path_buf(),
+    if let Some(root) = local_root {
+        fs::create_dir_all(root).map_err(io_error(root))?;
+    }
+    let mut table = Table::open(location, runtime)?;
+    if !table.exists() {
+        refuse_foreign_content(&table, local_root)?;
+    }
+    recover(&table, local_root)?;
+    if !table.exists() {
+        table.create(arrow_schema, partitioning)?;
+    }
+    let files_at_start = table.files()?;
+    if mode == OutputMode::Fresh && !files_at_start.is_empty() {
+        return Err(DatasetError::AlreadyADataset {
+            root: table.location().to_string(),
+            files: files_at_start.len(),
         });
     }
-    let marker = DatasetMarker::current(partitioning);
-    if !previous.is_empty() {
-        let files: usize = previous.iter().map(|r| r.files.len()).sum();
-        match mode {
-            OutputMode::Fresh => {
-                return Err(DatasetError::AlreadyADataset {
-                    root: root.to_path_buf(),
-                    files,
-                });
-            }
-            OutputMode::Incremental => {
-                let existing = DatasetMarker::read(root)?;
-                if existing.partition_by != marker.partition_by
-                    || existing.schema_version != marker.schema_version
-                {
-                    return Err(DatasetError::Mismatch {
-                        root: root.to_path_buf(),
-                        existing: Box::new(existing),
-                        wanted: Box::new(marker),
-                    });
-                }
-            }
-            OutputMode::Overwrite => {}
-        }
-    }
+    let new_description = !same_description(&table, mode, partitioning)?;
     let run_id = new_run_id();
-    let staging = root.join(format!("{STAGING_PREFIX}{run_id}"));
+    let (staging, temp, lock) = match local_root {
+        Some(root) => {
+            let staging = root.join(format!("{STAGING_PREFIX}{run_id}"));
+            fs::create_dir_all(&staging).map_err(io_error(&staging))?;
+            let lock_path = staging.join(LOCK_FILE);
+            let lock = fs::File::create(&lock_path).map_err(io_error(&lock_path))?;
+            lock.lock().map_err(io_error(&lock_path))?;
+            (staging, None, Some(lock))
+        }
+        None => {
+            let temp = tempfile::Builder::new()
+                .prefix("keytrail-staging-")
+                .tempdir()
+                .map_err(io_error(&std::env::temp_dir()))?;
+            (temp.path().join(&run_id), Some(temp), None)
+        }
+    };
     let spill = staging.join(SPILL_DIR);
     fs::create_dir_all(&spill).map_err(io_error(&spill))?;
-    if previous.is_empty() || mode == OutputMode::Overwrite {
-        // The directory is a keytrail dataset from the start, so an interrupted first run is
-        // recognised (and cleaned up) by the next one.
-        fs::create_dir_all(root.join(META_DIR)).map_err(io_error(&meta))?;
-        if previous.is_empty() {
-            write_json_atomically(&meta.join(MARKER_FILE), &marker)?;
-        }
-    }
     Ok(OutputDir {
-        root: root.to_path_buf(),
+        table,
+        local_root: local_root.map(Path::to_path_buf),
         run_id,
         staging,
+        _temp: temp,
+        _lock: lock,
         mode,
-        marker,
-        previous,
+        partitioning: partitioning.clone(),
+        files_at_start,
+        new_description: new_description.then(|| arrow_schema.clone()),
     })
 }
 
-fn run_records(root: &Path) -> Result<Vec<RunRecord>, DatasetError> {
-    let runs = root.join(META_DIR).join(RUNS_DIR);
-    let mut records = Vec::new();
-    if !runs.is_dir() {
-        return Ok(records);
+/// Refuses a location without a Delta log that holds anything but keytrail's leftovers.
+fn refuse_foreign_content(table: &Table, local_root: Option<&Path>) -> Result<(), DatasetError> {
+    let location = table.location().to_string();
+    let names: Vec<String> = match local_root {
+        Some(root) => fs::read_dir(root)
+            .map_err(io_error(root))?
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        None => table.list_objects("")?,
+    };
+    let legacy = format!("{META_DIR}/{RUNS_DIR}");
+    let marker = format!("{META_DIR}/{MARKER_FILE}");
+    let is_legacy = match local_root {
+        Some(root) => root.join(&legacy).is_dir() || root.join(&marker).is_file(),
+        None => names
+            .iter()
+            .any(|n| n.starts_with(&format!("{legacy}/")) || *n == marker),
+    };
+    if is_legacy {
+        return Err(DatasetError::Legacy { root: location });
     }
-    for entry in fs::read_dir(&runs)
-        .map_err(io_error(&runs))?
-        .filter_map(Result::ok)
-    {
-        let path = entry.path();
-        if path.extension().is_none_or(|e| e != "json") {
-            continue;
-        }
-        let text = fs::read_to_string(&path).map_err(io_error(&path))?;
-        let record: RunRecord = serde_json::from_str(&text).map_err(|source| DatasetError::Json {
-            path: path.clone(),
-            what: "run record",
-            source,
-        })?;
-        records.push(record);
-    }
-    records.sort_by(|a, b| a.run_id.cmp(&b.run_id));
-    Ok(records)
-}
-
-fn committed_runs(root: &Path) -> Result<Vec<RunRecord>, DatasetError> {
-    Ok(run_records(root)?
-        .into_iter()
-        .filter(|r| r.state == RunState::Committed)
-        .collect())
-}
-
-/// Rolls forward commits that were interrupted, then removes staging areas nothing refers to.
-fn recover(root: &Path) -> Result<(), DatasetError> {
-    for record in run_records(root)? {
-        if record.state == RunState::Committing {
-            info!(run = %record.run_id, "finishing the commit of an interrupted run");
-            apply_commit(root, &record)?;
-        }
-    }
-    for entry in fs::read_dir(root).map_err(io_error(root))?.filter_map(Result::ok) {
-        if entry.file_name().to_string_lossy().starts_with(STAGING_PREFIX) {
-            let path = entry.path();
-            info!(path = %path.display(), "removing the staging area of an interrupted run");
-            fs::remove_dir_all(&path).map_err(io_error(&path))?;
-        }
+    let foreign = names.iter().any(|name| {
+        let first = name.split('/').next().unwrap_or_default();
+        first != META_DIR && !first.starts_with(STAGING_PREFIX)
+    });
+    if foreign {
+        return Err(DatasetError::NotADataset { root: location });
     }
     Ok(())
 }
 
-/// Makes a `committing` record true: idempotent, so it can be repeated after a crash.
-fn apply_commit(root: &Path, record: &RunRecord) -> Result<(), DatasetError> {
-    let meta = root.join(META_DIR);
-    let staging = root.join(format!("{STAGING_PREFIX}{}", record.run_id));
-    for old_run in &record.replaces_runs {
-        let old_path = meta.join(RUNS_DIR).join(format!("{old_run}.json"));
-        if let Ok(text) = fs::read_to_string(&old_path)
-            && let Ok(old) = serde_json::from_str::<RunRecord>(&text)
-        {
-            for file in &old.files {
-                let path = root.join(file);
-                match fs::remove_file(&path) {
-                    Ok(()) => remove_empty_parents(&path, root),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(io_error(&path)(e)),
+/// Whether the table holds keytrail's schema, this version, with `partitioning`. A table of
+/// another keytrail version or partitioning is refused unless overwritten (the overwrite then
+/// gives the table the new description, [`OutputDir::commit`]); one keytrail did not write,
+/// always.
+fn same_description(
+    table: &Table,
+    mode: OutputMode,
+    partitioning: &Partitioning,
+) -> Result<bool, DatasetError> {
+    let description = table.description()?;
+    let root = table.location().to_string();
+    let Some(schema) = &description.schema else {
+        return Err(DatasetError::NotKeytrail { root });
+    };
+    let current = crate::schema::Schema::builtin();
+    let same = schema == current.name()
+        && description.schema_version == Some(current.version())
+        && description.partition_by == partitioning.column_names();
+    if !same && mode != OutputMode::Overwrite {
+        return Err(DatasetError::Mismatch {
+            root,
+            existing_partition_by: description.partition_by,
+            existing_version: description.schema_version.unwrap_or(0),
+            wanted_partition_by: partitioning.column_names(),
+            wanted_version: current.version(),
+        });
+    }
+    Ok(same)
+}
+
+/// Deals with what killed runs left: pending publications whose owner is gone (their files
+/// deleted unless their commit landed) and local staging directories nobody holds.
+fn recover(table: &Table, local_root: Option<&Path>) -> Result<(), DatasetError> {
+    let prefix = format!("{META_DIR}/{PENDING_DIR}/");
+    for path in table.list_objects(&prefix)? {
+        let bytes = table.get_object(&path)?;
+        let Ok(pending) = serde_json::from_slice::<PendingRecord>(&bytes) else {
+            warn!(%path, "ignoring an unreadable pending record");
+            continue;
+        };
+        if owner_alive(&pending, local_root) {
+            continue;
+        }
+        let committed = match pending.snapshot_version {
+            _ if !table.exists() => false,
+            after => {
+                let newer = after.map_or(0, |v| v + 1)..=table.version().unwrap_or(0);
+                table
+                    .commit_records_in(newer)?
+                    .iter()
+                    .any(|(_, record)| record.run_id == pending.run_id)
+            }
+        };
+        if committed {
+            info!(run = %pending.run_id, "a killed run had committed; keeping its files");
+        } else {
+            info!(run = %pending.run_id, files = pending.files.len(), "removing the files of a killed run");
+            for file in &pending.files {
+                table.delete_object(file)?;
+                if let Some(root) = local_root {
+                    remove_empty_parents(&root.join(file), root);
                 }
             }
         }
-        let old_quarantine = meta.join(QUARANTINE_DIR).join(old_run);
-        if old_quarantine.is_dir() {
-            fs::remove_dir_all(&old_quarantine).map_err(io_error(&old_quarantine))?;
-        }
-        match fs::remove_file(&old_path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_error(&old_path)(e)),
-        }
+        table.delete_object(&path)?;
     }
-    // Directories whose entries this commit changes: synced before the record says committed.
-    let mut changed: BTreeSet<PathBuf> = BTreeSet::new();
-    for file in &record.files {
-        let from = staging.join(file);
-        let to = root.join(file);
-        changed.extend(directories_between(root, &to));
-        if !from.exists() && to.exists() {
-            continue; // moved before the interruption
+    if let Some(root) = local_root {
+        for entry in fs::read_dir(root).map_err(io_error(root))?.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(run_id) = name.strip_prefix(STAGING_PREFIX)
+                && !staging_locked(&entry.path())
+            {
+                let path = entry.path();
+                info!(run = run_id, path = %path.display(), "removing the staging area of a killed run");
+                fs::remove_dir_all(&path).map_err(io_error(&path))?;
+            }
         }
-        if let Some(parent) = to.parent() {
-            fs::create_dir_all(parent).map_err(io_error(parent))?;
-        }
-        fs::rename(&from, &to).map_err(io_error(&to))?;
-        debug!(file = %to.display(), "committed");
-        crash_point("after-first-rename");
-    }
-    let staged_quarantine = staging.join(STAGED_QUARANTINE_DIR);
-    if staged_quarantine.is_dir() {
-        let quarantines = meta.join(QUARANTINE_DIR);
-        fs::create_dir_all(&quarantines).map_err(io_error(&quarantines))?;
-        let to = quarantines.join(&record.run_id);
-        fs::rename(&staged_quarantine, &to).map_err(io_error(&to))?;
-        changed.extend(directories_between(root, &to));
-    }
-    for dir in changed.iter().rev() {
-        sync_dir(dir)?;
-    }
-    let mut done = record.clone();
-    done.state = RunState::Committed;
-    write_json_atomically(
-        &meta.join(RUNS_DIR).join(format!("{}.json", record.run_id)),
-        &done,
-    )?;
-    if staging.is_dir() {
-        fs::remove_dir_all(&staging).map_err(io_error(&staging))?;
     }
     Ok(())
 }
 
-/// Testing aid, compiled only with the `test-hooks` feature (which the test suite turns on,
-/// never a release build): `KEYTRAIL_CRASH_POINT=<name>` aborts the process at that point of a
-/// commit, so tests can check that the next run finishes the interrupted one.
-#[cfg(feature = "test-hooks")]
-fn crash_point(name: &str) {
-    if std::env::var_os("KEYTRAIL_CRASH_POINT").is_some_and(|v| v == name) {
-        std::process::abort();
+fn owner_alive(pending: &PendingRecord, local_root: Option<&Path>) -> bool {
+    match local_root {
+        Some(root) => staging_locked(&root.join(format!("{STAGING_PREFIX}{}", pending.run_id))),
+        None => {
+            let age = chrono::Utc::now().timestamp_millis() - pending.heartbeat;
+            age < PENDING_LEASE.as_millis() as i64
+        }
     }
 }
 
-#[cfg(not(feature = "test-hooks"))]
-fn crash_point(_name: &str) {}
-
-/// `path`'s parent and every directory above it, up to and including `root`.
-fn directories_between(root: &Path, path: &Path) -> Vec<PathBuf> {
-    path.ancestors()
-        .skip(1)
-        .take_while(|dir| dir.starts_with(root))
-        .map(Path::to_path_buf)
-        .collect()
-}
-
-/// Makes the directory's entries (files renamed into it, directories made in it) durable.
-fn sync_dir(dir: &Path) -> Result<(), DatasetError> {
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error(dir))
-}
-
-fn new_run_id() -> String {
-    let now = chrono::Utc::now();
-    let nanos = now.timestamp_subsec_nanos() ^ std::process::id().rotate_left(16);
-    format!("{}-{:08x}", now.format("%Y%m%dT%H%M%SZ"), nanos)
+/// Whether a live run holds the staging directory's lock.
+fn staging_locked(staging: &Path) -> bool {
+    let Ok(file) = fs::File::open(staging.join(LOCK_FILE)) else {
+        return false;
+    };
+    match file.try_lock() {
+        Ok(()) => false,
+        Err(fs::TryLockError::WouldBlock) => true,
+        Err(fs::TryLockError::Error(_)) => false,
+    }
 }
 
 impl OutputDir {
-    pub fn root(&self) -> &Path {
-        &self.root
+    pub fn location(&self) -> &TableLocation {
+        self.table.location()
     }
 
     pub fn run_id(&self) -> &str {
@@ -323,61 +325,238 @@ impl OutputDir {
         self.staging.join(STAGED_QUARANTINE_DIR)
     }
 
-    /// Where this run's quarantine is once committed.
-    pub fn quarantine_dir(&self) -> PathBuf {
-        self.root.join(META_DIR).join(QUARANTINE_DIR).join(&self.run_id)
+    /// Where this run's quarantine is once committed, relative to the table root.
+    pub fn quarantine_path(&self) -> String {
+        format!("{META_DIR}/{QUARANTINE_DIR}/{}", self.run_id)
     }
 
-    /// Inputs converted by earlier runs, by path (for `--incremental`).
-    pub fn converted_inputs(&self) -> BTreeMap<String, InputRecord> {
-        self.previous
-            .iter()
-            .flat_map(|r| r.inputs.iter().map(|i| (i.path.clone(), i.clone())))
-            .collect()
-    }
-
-    /// Committed files of a partition that this run adds to (none unless incremental).
-    pub fn existing_files(&self, partition: &str) -> Vec<PathBuf> {
+    /// Inputs whose events the table holds, by path (for `--incremental`).
+    pub fn converted_inputs(&self) -> Result<std::collections::BTreeMap<String, InputRecord>, DatasetError> {
         if self.mode != OutputMode::Incremental {
-            return Vec::new();
+            return Ok(Default::default());
         }
-        self.previous
-            .iter()
-            .flat_map(|r| r.files.iter())
-            .filter(|f| Path::new(f).parent().map(|p| p.to_string_lossy()) == Some(partition.into()))
-            .map(|f| self.root.join(f))
-            .collect()
+        Ok(manifest::converted_inputs(&self.table)?)
     }
 
-    /// Moves the staged files (and quarantine) into place and records the run and its inputs.
-    pub fn commit(&self, files: &[DataFile], inputs: Vec<InputRecord>) -> Result<(), DatasetError> {
-        let meta = self.root.join(META_DIR);
-        let runs = meta.join(RUNS_DIR);
-        fs::create_dir_all(&runs).map_err(io_error(&runs))?;
-        if self.mode == OutputMode::Overwrite {
-            write_json_atomically(&meta.join(MARKER_FILE), &self.marker)?;
+    /// The table's files in a partition this run adds to (none unless incremental), as local
+    /// paths: an `s3://` table's are downloaded into the staging area first.
+    pub fn existing_files(&self, partition: &str) -> Result<Vec<PathBuf>, DatasetError> {
+        if self.mode != OutputMode::Incremental {
+            return Ok(Vec::new());
         }
-        let record = RunRecord {
+        let mut paths = Vec::new();
+        for file in &self.files_at_start {
+            if Path::new(&file.path).parent().map(|p| p.to_string_lossy()) != Some(partition.into()) {
+                continue;
+            }
+            match &self.local_root {
+                Some(root) => paths.push(root.join(&file.path)),
+                None => {
+                    let local = self.staging.join("_existing").join(&file.path);
+                    if !local.exists() {
+                        let bytes = self.table.get_object(&file.path)?;
+                        if let Some(parent) = local.parent() {
+                            fs::create_dir_all(parent).map_err(io_error(parent))?;
+                        }
+                        fs::write(&local, &bytes).map_err(io_error(&local))?;
+                    }
+                    paths.push(local);
+                }
+            }
+        }
+        Ok(paths)
+    }
+
+    /// Publishes the staged files (and quarantine) and commits them with the run's inputs. When
+    /// another run committed some of the same inputs first, everything published is deleted
+    /// again and [`Committed::InputsTaken`] says which.
+    pub fn commit(mut self, files: &[DataFile], inputs: Vec<InputRecord>) -> Result<Committed, DatasetError> {
+        let quarantine = self.staged_quarantine_files()?;
+        let quarantine_root = self.quarantine_path();
+        let mut published: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
+        published.extend(quarantine.iter().map(|f| format!("{quarantine_root}/{f}")));
+        let pending_path = format!("{META_DIR}/{PENDING_DIR}/{}.json", self.run_id);
+        let mut pending = PendingRecord {
             run_id: self.run_id.clone(),
-            state: RunState::Committing,
-            files: files.iter().map(|f| f.path.clone()).collect(),
+            snapshot_version: self.table.version(),
+            files: published,
+            heartbeat: chrono::Utc::now().timestamp_millis(),
+        };
+        self.write_pending(&pending_path, &pending)?;
+        crash_point("after-pending-record");
+        let staged_quarantine = self.quarantine_staging_dir();
+        let mut moves: Vec<(PathBuf, String)> = files
+            .iter()
+            .map(|f| (self.staging.join(&f.path), f.path.clone()))
+            .collect();
+        moves.extend(
+            quarantine
+                .iter()
+                .map(|f| (staged_quarantine.join(f), format!("{quarantine_root}/{f}"))),
+        );
+        for (index, (from, to)) in moves.iter().enumerate() {
+            self.publish(from, to)?;
+            if index == 0 {
+                crash_point("after-first-publish");
+            }
+            if self.local_root.is_none() {
+                pending.heartbeat = chrono::Utc::now().timestamp_millis();
+                self.write_pending(&pending_path, &pending)?;
+            }
+        }
+        if let Some(root) = &self.local_root {
+            sync_directories(root, moves.iter().map(|(_, to)| to.as_str()))?;
+        }
+        crash_point("before-delta-commit");
+        pause_before_commit();
+        let record = CommitRecord {
+            run_id: self.run_id.clone(),
+            sequence: 0,
+            replaces: self.mode == OutputMode::Overwrite,
             rows: files.iter().map(|f| f.rows).sum(),
-            replaces_runs: if self.mode == OutputMode::Overwrite {
-                self.previous.iter().map(|r| r.run_id.clone()).collect()
-            } else {
-                Vec::new()
-            },
+            writer: format!("keytrail {}", env!("CARGO_PKG_VERSION")),
             inputs,
         };
-        write_json_atomically(&runs.join(format!("{}.json", self.run_id)), &record)?;
-        crash_point("after-commit-record");
-        apply_commit(&self.root, &record)
+        let published_files: Vec<PublishedFile> = files
+            .iter()
+            .map(|file| PublishedFile {
+                partition_values: partitioning::partition_values(&file.path, &self.partitioning),
+                file: file.clone(),
+            })
+            .collect();
+        let new_description = self
+            .new_description
+            .as_ref()
+            .map(|schema| (schema, &self.partitioning));
+        let outcome = self.table.commit(
+            &published_files,
+            record.clone(),
+            self.mode == OutputMode::Overwrite,
+            new_description,
+        )?;
+        let result = match outcome {
+            CommitOutcome::Committed { version } => {
+                crash_point("after-delta-commit");
+                let mut record = record;
+                record.sequence = self.table.keytrail_commits()?;
+                manifest::keep_copy(&self.table, version, &record)?;
+                Committed::Version(version)
+            }
+            CommitOutcome::InputsTaken(taken) => {
+                for path in &pending.files {
+                    self.table.delete_object(path)?;
+                }
+                Committed::InputsTaken(taken)
+            }
+        };
+        self.table.delete_object(&pending_path)?;
+        self.abandon();
+        Ok(result)
     }
 
-    /// Removes the staging area of a run that failed.
-    pub fn abandon(&self) {
+    fn write_pending(&self, path: &str, pending: &PendingRecord) -> Result<(), DatasetError> {
+        let json = serde_json::to_vec_pretty(pending).map_err(|source| DatasetError::Json {
+            path: PathBuf::from(path),
+            what: "pending record",
+            source,
+        })?;
+        Ok(self.table.put_object(path, json)?)
+    }
+
+    /// Moves (local) or uploads (`s3://`) one staged file to its final path.
+    fn publish(&self, from: &Path, to: &str) -> Result<(), DatasetError> {
+        match &self.local_root {
+            Some(root) => {
+                let target = root.join(to);
+                if let Some(parent) = target.parent() {
+                    fs::create_dir_all(parent).map_err(io_error(parent))?;
+                }
+                fs::rename(from, &target).map_err(io_error(&target))?;
+            }
+            None => {
+                self.table.upload_file(from, to)?;
+                let _ = fs::remove_file(from);
+            }
+        }
+        debug!(file = to, "published");
+        Ok(())
+    }
+
+    /// The quarantine's files, relative to its staging directory.
+    fn staged_quarantine_files(&self) -> Result<Vec<String>, DatasetError> {
+        let dir = self.quarantine_staging_dir();
+        if !dir.is_dir() {
+            return Ok(Vec::new());
+        }
+        let mut names: Vec<String> = fs::read_dir(&dir)
+            .map_err(io_error(&dir))?
+            .filter_map(Result::ok)
+            .filter(|e| e.path().is_file())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Removes the staging area of a run that failed (or is done).
+    pub fn abandon(&mut self) {
         let _ = fs::remove_dir_all(&self.staging);
     }
+}
+
+/// Makes the renames into every directory on the way to `files` durable, so a commit survives a
+/// power loss, not just a killed process.
+fn sync_directories<'a>(root: &Path, files: impl Iterator<Item = &'a str>) -> Result<(), DatasetError> {
+    let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
+    for file in files {
+        dirs.extend(
+            root.join(file)
+                .ancestors()
+                .skip(1)
+                .take_while(|dir| dir.starts_with(root))
+                .map(Path::to_path_buf),
+        );
+    }
+    for dir in dirs.iter().rev() {
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_error(dir))?;
+    }
+    Ok(())
+}
+
+/// Testing aid, compiled only with the `test-hooks` feature (which the test suite turns on,
+/// never a release build): `KEYTRAIL_CRASH_POINT=<name>` aborts the process at that point of a
+/// commit, so tests can check that the next run cleans up after the killed one.
+#[cfg(feature = "test-hooks")]
+fn crash_point(name: &str) {
+    if std::env::var_os("KEYTRAIL_CRASH_POINT").is_some_and(|v| v == name) {
+        std::process::abort();
+    }
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn crash_point(_name: &str) {}
+
+/// Testing aid (`test-hooks` only): `KEYTRAIL_PAUSE_BEFORE_COMMIT_MS=<ms>` waits that long
+/// before the Delta commit, so tests can make runs that started together commit at once.
+#[cfg(feature = "test-hooks")]
+fn pause_before_commit() {
+    if let Some(ms) = std::env::var("KEYTRAIL_PAUSE_BEFORE_COMMIT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn pause_before_commit() {}
+
+fn new_run_id() -> String {
+    let now = chrono::Utc::now();
+    let nanos = now.timestamp_subsec_nanos() ^ std::process::id().rotate_left(16);
+    format!("{}-{:08x}", now.format("%Y%m%dT%H%M%SZ"), nanos)
 }
 
 fn remove_empty_parents(file: &Path, root: &Path) {
@@ -387,27 +566,5 @@ fn remove_empty_parents(file: &Path, root: &Path) {
             break;
         }
         dir = d.parent();
-    }
-}
-
-/// Writes `value` as JSON to `path` so that it is either the old file or the whole new one,
-/// after a crash or a power loss alike.
-fn write_json_atomically<T: Serialize>(path: &Path, value: &T) -> Result<(), DatasetError> {
-    let tmp = path.with_extension("json.tmp");
-    let text = serde_json::to_string_pretty(value).map_err(|source| DatasetError::Json {
-        path: path.to_path_buf(),
-        what: "record",
-        source,
-    })?;
-    {
-        use std::io::Write;
-        let mut file = fs::File::create(&tmp).map_err(io_error(&tmp))?;
-        file.write_all(text.as_bytes()).map_err(io_error(&tmp))?;
-        file.sync_all().map_err(io_error(&tmp))?;
-    }
-    fs::rename(&tmp, path).map_err(io_error(path))?;
-    match path.parent() {
-        Some(dir) => sync_dir(dir),
-        None => Ok(()),
     }
 }

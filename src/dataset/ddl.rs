@@ -1,51 +1,13 @@
-//! Table definitions of a dataset, generated from the schema file: Athena, Spark SQL and Arrow
-//! JSON.
+//! Table definitions of a dataset: Athena and Spark SQL statements over the Delta table, and the
+//! Arrow schema as JSON (generated from the schema file).
 
 use arrow::datatypes::DataType;
 
-use super::{PartitionKey, Partitioning};
-use crate::schema::{Column, ColumnType, Schema, StructField};
-
-/// The SQL type Athena (Hive DDL) and Spark use for a column.
-pub fn hive_type(ty: ColumnType, fields: &[StructField]) -> String {
-    match ty {
-        ColumnType::Utf8 | ColumnType::Json => "string".into(),
-        ColumnType::Bool => "boolean".into(),
-        ColumnType::Int32 => "int".into(),
-        ColumnType::Int64 => "bigint".into(),
-        ColumnType::Float64 => "double".into(),
-        ColumnType::Timestamp => "timestamp".into(),
-        ColumnType::Map => "map<string,string>".into(),
-        ColumnType::ListUtf8 => "array<string>".into(),
-        ColumnType::ListStruct => format!(
-            "array<struct<{}>>",
-            fields
-                .iter()
-                .map(|f| format!("{}:{}", f.name, hive_type(f.ty, &[])))
-                .collect::<Vec<_>>()
-                .join(",")
-        ),
-    }
-}
+use super::Partitioning;
+use crate::schema::Schema;
 
 fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
-}
-
-fn column_lines(schema: &Schema, separator: &str) -> String {
-    schema
-        .columns()
-        .iter()
-        .map(|c: &Column| {
-            format!(
-                "  `{}` {} COMMENT {}",
-                c.name,
-                hive_type(c.ty, &c.fields),
-                quote(&c.description)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(separator)
 }
 
 fn with_slash(location: &str) -> String {
@@ -56,105 +18,26 @@ fn with_slash(location: &str) -> String {
     }
 }
 
-/// Athena's projection of a zero-padded integer partition (year, month, day).
-fn integer_projection(range: &str, digits: u8) -> Vec<(String, String)> {
-    vec![
-        ("type".into(), "integer".into()),
-        ("range".into(), range.into()),
-        ("digits".into(), digits.to_string()),
-    ]
-}
-
-/// Athena `CREATE EXTERNAL TABLE` with partition projection, so no `MSCK REPAIR` is needed.
+/// Athena `CREATE EXTERNAL TABLE` over the Delta table: Athena reads the columns, partitions
+/// and current files from the Delta log, so the statement names none of them.
 pub fn athena(schema: &Schema, table: &str, location: &str, partitioning: &Partitioning) -> String {
-    let location = with_slash(location);
-    let partitions: Vec<String> = partitioning
-        .keys()
-        .iter()
-        .map(|k| format!("  `{}` string", k.column_name()))
-        .collect();
-    let mut properties = vec![
-        "'parquet.compression'='ZSTD'".to_string(),
-        format!("'keytrail.schema_version'='{}'", schema.version()),
-    ];
-    if !partitioning.keys().is_empty() {
-        properties.push("'projection.enabled'='true'".into());
-        for key in partitioning.keys() {
-            let name = key.column_name();
-            let settings: Vec<(String, String)> = match key {
-                PartitionKey::Date => vec![
-                    ("type".into(), "date".into()),
-                    ("format".into(), "yyyy-MM-dd".into()),
-                    ("range".into(), "2013-01-01,NOW".into()),
-                    ("interval".into(), "1".into()),
-                    ("interval.unit".into(), "DAYS".into()),
-                ],
-                PartitionKey::Year => integer_projection("2013,2100", 4),
-                PartitionKey::Month => integer_projection("1,12", 2),
-                PartitionKey::Day => integer_projection("1,31", 2),
-                PartitionKey::Region => vec![
-                    ("type".into(), "enum".into()),
-                    ("values".into(), AWS_REGIONS.join(",")),
-                ],
-                // Account ids and services are open-ended: queries name them in WHERE.
-                PartitionKey::Account | PartitionKey::Service => vec![("type".into(), "injected".into())],
-            };
-            for (setting, value) in settings {
-                properties.push(format!("'projection.{name}.{setting}'={}", quote(&value)));
-            }
-        }
-        let template: Vec<String> = partitioning
-            .keys()
-            .iter()
-            .map(|k| format!("{0}=${{{0}}}", k.column_name()))
-            .collect();
-        properties.push(format!(
-            "'storage.location.template'={}",
-            quote(&format!("{location}{}/", template.join("/")))
-        ));
-    }
-    let partitioned = if partitions.is_empty() {
-        String::new()
-    } else {
-        format!("PARTITIONED BY (\n{}\n)\n", partitions.join(",\n"))
-    };
+    let _ = partitioning;
     format!(
-        "CREATE EXTERNAL TABLE IF NOT EXISTS `{table}` (\n{}\n)\n{partitioned}STORED AS PARQUET\nLOCATION {}\nTBLPROPERTIES (\n  {}\n);\n",
-        column_lines(schema, ",\n"),
-        quote(&location),
-        properties.join(",\n  ")
+        "-- {} schema version {}: the columns, partitions and files come from the Delta log.\nCREATE EXTERNAL TABLE IF NOT EXISTS `{table}`\nLOCATION {}\nTBLPROPERTIES ('table_type'='DELTA');\n",
+        schema.name(),
+        schema.version(),
+        quote(&with_slash(location))
     )
 }
 
-/// Spark SQL `CREATE TABLE ... USING parquet` over the dataset, then partition discovery.
+/// Spark SQL `CREATE TABLE ... USING delta` over the table (Delta Lake's Spark connector reads
+/// the schema and partitioning from the log).
 pub fn spark(schema: &Schema, table: &str, location: &str, partitioning: &Partitioning) -> String {
-    let mut columns = column_lines(schema, ",\n");
-    for key in partitioning.keys() {
-        columns.push_str(&format!(
-            ",\n  `{}` string COMMENT 'partition column'",
-            key.column_name()
-        ));
-    }
-    let partitioned = if partitioning.keys().is_empty() {
-        String::new()
-    } else {
-        format!(
-            "PARTITIONED BY ({})\n",
-            partitioning
-                .keys()
-                .iter()
-                .map(|k| format!("`{}`", k.column_name()))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    };
-    let repair = if partitioning.keys().is_empty() {
-        String::new()
-    } else {
-        format!("MSCK REPAIR TABLE `{table}`;\n")
-    };
+    let _ = partitioning;
     format!(
-        "CREATE TABLE IF NOT EXISTS `{table}` (\n{columns}\n)\nUSING parquet\n{partitioned}LOCATION {};\n{repair}",
+        "-- {} schema version {}: the columns and partitions come from the Delta log.\nCREATE TABLE IF NOT EXISTS `{table}`\nUSING delta\nLOCATION {};\n",
+        schema.name(),
+        schema.version(),
         quote(location)
     )
 }
@@ -199,72 +82,25 @@ pub fn arrow_json(schema: &Schema, partitioning: &Partitioning) -> String {
     serde_json::to_string_pretty(&document).expect("serializes") + "\n"
 }
 
-/// Regions for Athena's enum projection of the `region` partition.
-pub const AWS_REGIONS: &[&str] = &[
-    "af-south-1",
-    "ap-east-1",
-    "ap-east-2",
-    "ap-northeast-1",
-    "ap-northeast-2",
-    "ap-northeast-3",
-    "ap-south-1",
-    "ap-south-2",
-    "ap-southeast-1",
-    "ap-southeast-2",
-    "ap-southeast-3",
-    "ap-southeast-4",
-    "ap-southeast-5",
-    "ap-southeast-7",
-    "ca-central-1",
-    "ca-west-1",
-    "cn-north-1",
-    "cn-northwest-1",
-    "eu-central-1",
-    "eu-central-2",
-    "eu-north-1",
-    "eu-south-1",
-    "eu-south-2",
-    "eu-west-1",
-    "eu-west-2",
-    "eu-west-3",
-    "il-central-1",
-    "me-central-1",
-    "me-south-1",
-    "mx-central-1",
-    "sa-east-1",
-    "us-east-1",
-    "us-east-2",
-    "us-gov-east-1",
-    "us-gov-west-1",
-    "us-west-1",
-    "us-west-2",
-];
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn athena_ddl_projects_partitions() {
+    fn athena_and_spark_read_the_delta_log() {
         let ddl = athena(
             Schema::builtin(),
             "cloudtrail",
             "s3://bucket/prefix",
             &Partitioning::default(),
         );
-        assert!(ddl.starts_with(
-            "CREATE EXTERNAL TABLE IF NOT EXISTS `cloudtrail` (\n  `event_time` timestamp COMMENT"
-        ));
-        assert!(ddl.contains("`encryption_context` map<string,string>"));
-        assert!(ddl.contains("`resources` array<struct<arn:string,account_id:string,resource_type:string>>"));
-        assert!(ddl.contains("PARTITIONED BY (\n  `region` string,\n  `event_date` string\n)"));
-        assert!(ddl.contains("'projection.event_date.format'='yyyy-MM-dd'"));
-        assert!(ddl.contains(
-            "'storage.location.template'='s3://bucket/prefix/region=${region}/event_date=${event_date}/'"
-        ));
-        assert!(ddl.contains("COMMENT 'Whether the operation only reads (JSON true or \"true\").'"));
+        assert!(ddl.contains("CREATE EXTERNAL TABLE IF NOT EXISTS `cloudtrail`\nLOCATION 's3://bucket/prefix/'\nTBLPROPERTIES ('table_type'='DELTA');"));
+        assert!(
+            !ddl.contains("PARTITIONED BY"),
+            "Athena takes the partitions from the log"
+        );
         let spark_ddl = spark(Schema::builtin(), "events", "/data/ds", &Partitioning::default());
-        assert!(spark_ddl.contains("USING parquet\nPARTITIONED BY (`region`, `event_date`)\nLOCATION '/data/ds';\nMSCK REPAIR TABLE `events`;"));
+        assert!(spark_ddl.contains("CREATE TABLE IF NOT EXISTS `events`\nUSING delta\nLOCATION '/data/ds';"));
         let json: serde_json::Value =
             serde_json::from_str(&arrow_json(Schema::builtin(), &Partitioning::default())).unwrap();
         assert_eq!(json["fields"][0]["type"], "Timestamp(µs, \"UTC\")");

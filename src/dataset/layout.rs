@@ -10,10 +10,16 @@ use crate::schema::Schema;
 
 /// Folder (ignored by Hive, Spark, Athena, DuckDB and DataFusion) holding keytrail's own records.
 pub const META_DIR: &str = "_keytrail";
-/// The file under [`META_DIR`] describing the dataset ([`DatasetMarker`]).
+/// The file under [`META_DIR`] describing a dataset of keytrail before Delta tables
+/// ([`DatasetMarker`]).
 pub const MARKER_FILE: &str = "dataset.json";
-/// Folder under [`META_DIR`] with one record per run.
+/// Folder under [`META_DIR`] with one record per run, in datasets of keytrail before Delta
+/// tables.
 pub const RUNS_DIR: &str = "runs";
+/// Folder under [`META_DIR`] with a copy of each keytrail commit's record.
+pub const COMMITS_DIR: &str = "commits";
+/// Folder under [`META_DIR`] with the record of each run publishing its files.
+pub const PENDING_DIR: &str = "pending";
 /// Folder under [`META_DIR`] with one quarantine folder per run.
 pub const QUARANTINE_DIR: &str = "quarantine";
 /// The name of a run's staging directory in the dataset root starts with this.

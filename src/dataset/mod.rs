@@ -1,6 +1,6 @@
-//! What a keytrail dataset is: its layout, its partitioning, the crash-safe commit of a run's
-//! files, the manifest of converted inputs, the quarantine, and the table definitions readers
-//! are given.
+//! What a keytrail dataset is: a Delta Lake table (through delta-rs) with keytrail's layout and
+//! partitioning, the commit of a run's files, the manifest of converted inputs, the quarantine,
+//! and the table definitions readers are given.
 //!
 //! [`read`](crate::read), [`write`](crate::write), [`sql`](crate::sql) and
 //! [`convert`](crate::convert) depend on this module; it depends only on [`schema`](crate::schema).
@@ -11,15 +11,19 @@ pub mod layout;
 pub mod manifest;
 pub mod partitioning;
 pub mod quarantine;
+pub mod stats;
+pub mod table;
+pub mod upgrade;
 
 use std::path::{Path, PathBuf};
 
-pub use commit::{OutputDir, OutputMode, prepare_output};
+pub use commit::{Committed, OutputDir, OutputMode, prepare_output};
 pub use layout::DatasetMarker;
 pub use manifest::InputRecord;
 pub use partitioning::{PartitionError, PartitionKey, Partitioning};
+pub use table::{Table, TableError, TableLocation};
 
-/// Errors reading or changing a dataset's directory. Each names the path involved.
+/// Errors reading or changing a dataset. Each names the path or table involved.
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
     #[error("{path}: {source}")]
@@ -32,22 +36,34 @@ pub enum DatasetError {
     },
     #[error("{path}: {problem}")]
     Corrupt { path: PathBuf, problem: &'static str },
+    #[error(transparent)]
+    Table(#[from] TableError),
     #[error(
-        "{root}: the output directory is not empty and holds no keytrail dataset; choose a new or empty directory"
+        "{root}: the output is not empty and holds no Delta table; choose a new or empty directory or prefix"
     )]
-    NotADataset { root: PathBuf },
+    NotADataset { root: String },
     #[error(
-        "{root}: the output directory already holds a keytrail dataset ({files} files); pass --incremental to add to it or --overwrite to replace it"
+        "{root}: the Delta table there was not written by keytrail (its properties do not name a keytrail schema); choose a new or empty directory or prefix"
     )]
-    AlreadyADataset { root: PathBuf, files: usize },
+    NotKeytrail { root: String },
     #[error(
-        "{root}: the dataset is partitioned by [{}] with schema version {}; this run would write [{}] with version {}: use the same --partition-by, or --overwrite",
-        .existing.partition_by.join(","), .existing.schema_version, .wanted.partition_by.join(","), .wanted.schema_version
+        "{root}: this is a dataset of keytrail 0.1 (`_keytrail/runs`), from before keytrail wrote Delta Lake tables; make it a Delta table in place with `keytrail upgrade {root}`, or convert into a new location"
+    )]
+    Legacy { root: String },
+    #[error(
+        "{root}: the table already holds {files} files; pass --incremental to add to it or --overwrite to replace its data"
+    )]
+    AlreadyADataset { root: String, files: usize },
+    #[error(
+        "{root}: the table is partitioned by [{}] with schema version {existing_version}; this run would write [{}] with version {wanted_version}: use the same --partition-by, or convert into a new location",
+        .existing_partition_by.join(","), .wanted_partition_by.join(",")
     )]
     Mismatch {
-        root: PathBuf,
-        existing: Box<DatasetMarker>,
-        wanted: Box<DatasetMarker>,
+        root: String,
+        existing_partition_by: Vec<String>,
+        existing_version: u32,
+        wanted_partition_by: Vec<String>,
+        wanted_version: u32,
     },
 }
 
@@ -58,10 +74,14 @@ pub(crate) fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> DatasetErr
     }
 }
 
-/// One data file of a dataset: its path relative to the root, its rows and bytes.
+/// One data file of a dataset: its path relative to the root, its rows and bytes, and its
+/// statistics for the Delta log.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DataFile {
     pub path: String,
     pub rows: u64,
     pub bytes: u64,
+    /// Delta statistics (`numRecords`, `minValues`, `maxValues`, `nullCount`) as JSON.
+    #[serde(skip)]
+    pub stats: Option<String>,
 }

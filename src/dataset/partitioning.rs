@@ -175,6 +175,57 @@ impl fmt::Display for Partitioning {
 /// Appends a partition value to a directory name, escaped the way Hive does, so that `/`, `=`
 /// and friends stay inside one directory name and every reader decodes the same value. A missing
 /// or empty value is Hive's [`DEFAULT_PARTITION`].
+/// The partition values of a data file at `path` (relative to the table root, in Hive-style
+/// directories written by [`push_partition_value`]), in `partitioning`'s order; null for Hive's
+/// default partition.
+///
+/// ```
+/// use keytrail::dataset::{Partitioning, partitioning::partition_values};
+///
+/// let values = partition_values("region=us-east-1/event_date=2024-05-01/part-1.parquet", &Partitioning::default());
+/// assert_eq!(values, [("region".into(), Some("us-east-1".into())), ("event_date".into(), Some("2024-05-01".into()))]);
+/// let odd = partition_values("region=a%2Fb/event_date=__HIVE_DEFAULT_PARTITION__/p.parquet", &Partitioning::default());
+/// assert_eq!(odd[0].1.as_deref(), Some("a/b"));
+/// assert_eq!(odd[1].1, None);
+/// ```
+pub fn partition_values(path: &str, partitioning: &Partitioning) -> Vec<(String, Option<String>)> {
+    let directories: Vec<&str> = path.split('/').collect();
+    partitioning
+        .column_names()
+        .into_iter()
+        .map(|column| {
+            let prefix = format!("{column}=");
+            let value = directories
+                .iter()
+                .find_map(|d| d.strip_prefix(prefix.as_str()))
+                .filter(|v| *v != DEFAULT_PARTITION)
+                .map(unescape);
+            (column, value)
+        })
+        .collect()
+}
+
+/// Undoes [`escape_into`]'s `%XX` escapes.
+fn unescape(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(byte) = text
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(byte);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 pub fn push_partition_value(value: Option<&str>, out: &mut String) {
     match value.filter(|v| !v.is_empty()) {
         Some(value) => escape_into(value, out),

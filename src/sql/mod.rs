@@ -1,10 +1,12 @@
 //! SQL over converted datasets with embedded DataFusion.
 //!
-//! [`SqlSession::open`] registers a dataset directory as the table `events` (a listing table over
-//! the Hive partitions, partition columns typed and prunable, files declared sorted by
-//! `event_time`) and the view `kms_events`, and adds JSON functions (`json_get_str`, `->>`, ...)
-//! for the raw JSON columns. Sessions are read-only unless opened with `allow_write`.
+//! [`SqlSession::open`] registers a table as `events` — a Delta table's current snapshot through
+//! delta-rs's table provider (partition values and file statistics from the log prune files), or
+//! a directory of Hive-partitioned Parquet files as a listing table — and the view `kms_events`,
+//! and adds JSON functions (`json_get_str`, `->>`, ...) for the raw JSON columns. Sessions are
+//! read-only unless opened with `allow_write`.
 
+mod delta_events;
 pub mod output;
 pub mod queries;
 pub mod shell;
@@ -23,7 +25,8 @@ use datafusion::sql::parser::{DFParser, Statement};
 use datafusion::sql::sqlparser::dialect::dialect_from_str;
 
 use crate::dataset::layout::{MARKER_FILE, META_DIR, is_hidden_name};
-use crate::dataset::{DatasetError, DatasetMarker};
+use crate::dataset::table::{DELTA_LOG_DIR, SCHEMA_VERSION_PROPERTY};
+use crate::dataset::{DatasetError, DatasetMarker, TableError, TableLocation};
 use crate::schema::Schema;
 use crate::store::{S3Url, StoreError};
 use futures::StreamExt;
@@ -95,14 +98,28 @@ impl SqlSession {
     pub async fn open_location(location: &str, allow_write: bool) -> Result<SqlSession, SqlError> {
         match S3Url::parse(location) {
             None => SqlSession::open(Path::new(location), allow_write).await,
-            Some(url) => SqlSession::open_s3(&url?, allow_write).await,
+            Some(url) => {
+                let url = url?;
+                let store = crate::store::s3_store(&url.bucket).await?;
+                let table =
+                    TableLocation::s3(&url.bucket, &url.key, store.clone()).map_err(DatasetError::from)?;
+                if table.has_delta_log().await.map_err(DatasetError::from)? {
+                    return SqlSession::open_delta(&table, allow_write).await;
+                }
+                SqlSession::open_s3(&url, store, allow_write).await
+            }
         }
     }
 
-    /// Opens the dataset in `dir`.
+    /// Opens the dataset in `dir`: a Delta table, or else a directory of Hive-partitioned
+    /// Parquet files (such as a dataset of keytrail 0.1).
     pub async fn open(dir: &Path, allow_write: bool) -> Result<SqlSession, SqlError> {
         if !dir.is_dir() {
             return Err(SqlError::NotFound(dir.to_path_buf()));
+        }
+        if dir.join(DELTA_LOG_DIR).is_dir() {
+            let table = TableLocation::local(dir).map_err(DatasetError::from)?;
+            return SqlSession::open_delta(&table, allow_write).await;
         }
         let first_file = first_parquet_file(dir).ok_or_else(|| SqlError::NoParquet(dir.to_path_buf()))?;
         let marker_path = dir.join(META_DIR).join(MARKER_FILE);
@@ -126,8 +143,11 @@ impl SqlSession {
 
     /// Opens the dataset under an S3 prefix: its description from `_keytrail/dataset.json`, or
     /// else the partition keys from the first Parquet object's key.
-    async fn open_s3(url: &S3Url, allow_write: bool) -> Result<SqlSession, SqlError> {
-        let store = crate::store::s3_store(&url.bucket).await?;
+    async fn open_s3(
+        url: &S3Url,
+        store: Arc<dyn object_store::ObjectStore>,
+        allow_write: bool,
+    ) -> Result<SqlSession, SqlError> {
         let access = |url: &S3Url, error| {
             SqlError::Store(StoreError::Access {
                 url: url.to_string(),
@@ -180,20 +200,62 @@ impl SqlSession {
         .await
     }
 
+    /// Opens the current snapshot of the Delta table at `location` (delta-rs's table provider:
+    /// partition values and file statistics from the log prune files, Parquet statistics and
+    /// page indexes prune row groups and pages).
+    async fn open_delta(location: &TableLocation, allow_write: bool) -> Result<SqlSession, SqlError> {
+        let delta_error = |operation: &'static str| {
+            move |source| {
+                SqlError::Dataset(DatasetError::Table(TableError::Delta {
+                    table: location.to_string(),
+                    operation,
+                    source: Box::new(source),
+                }))
+            }
+        };
+        let mut table = location.delta_table();
+        table.load().await.map_err(delta_error("reading the Delta log"))?;
+        let state = table.snapshot().map_err(delta_error("reading the Delta log"))?;
+        let configuration = state.metadata().configuration();
+        let expected = Schema::builtin().version();
+        let found = configuration
+            .get(SCHEMA_VERSION_PROPERTY)
+            .and_then(|v| v.parse::<u32>().ok());
+        if found != Some(expected) {
+            return Err(SqlError::SchemaVersion {
+                path: PathBuf::from(location.to_string()),
+                found: found.unwrap_or(0),
+                expected,
+            });
+        }
+        let partition_columns = state.metadata().partition_columns().to_vec();
+        let ctx = new_context()?;
+        table
+            .update_datafusion_session(&ctx.state())
+            .map_err(delta_error("registering the table's store"))?;
+        let provider = table.table_provider().with_session(Arc::new(ctx.state())).await?;
+        let provider = Arc::new(delta_events::DeltaEvents::new(provider, &partition_columns));
+        SqlSession::with_events_provider(ctx, provider, partition_columns, allow_write).await
+    }
+
     async fn with_events_table(
         table_url: &str,
         partition_columns: Vec<String>,
         allow_write: bool,
         register_store: impl FnOnce(&SessionContext) -> Result<(), SqlError>,
     ) -> Result<SqlSession, SqlError> {
-        let config = SessionConfig::new()
-            .with_information_schema(true)
-            .with_default_catalog_and_schema("keytrail", "public");
-        let mut ctx = SessionContext::new_with_config(config);
-        datafusion_functions_json::register_all(&mut ctx)?;
+        let ctx = new_context()?;
         register_store(&ctx)?;
-
         let table = listing_table(table_url, &partition_columns).await?;
+        SqlSession::with_events_provider(ctx, table, partition_columns, allow_write).await
+    }
+
+    async fn with_events_provider(
+        ctx: SessionContext,
+        table: Arc<dyn TableProvider>,
+        partition_columns: Vec<String>,
+        allow_write: bool,
+    ) -> Result<SqlSession, SqlError> {
         ctx.register_table(EVENTS_TABLE, table)?;
         ctx.sql(&format!(
             "CREATE VIEW {KMS_VIEW} AS SELECT * FROM {EVENTS_TABLE} WHERE event_source = 'kms.amazonaws.com'"
@@ -244,6 +306,17 @@ impl SqlSession {
         let frame = self.ctx.execute_logical_plan(plan).await?;
         Ok(frame.execute_stream().await?)
     }
+}
+
+fn new_context() -> Result<SessionContext, SqlError> {
+    let mut config = SessionConfig::new()
+        .with_information_schema(true)
+        .with_default_catalog_and_schema("keytrail", "public");
+    // The columns keep the types the schema documents (Utf8, not Utf8View).
+    config.options_mut().execution.parquet.schema_force_view_types = false;
+    let mut ctx = SessionContext::new_with_config(config);
+    datafusion_functions_json::register_all(&mut ctx)?;
+    Ok(ctx)
 }
 
 /// DataFusion nests errors ("Optimizer rule ... failed caused by ..."); the innermost one says

@@ -161,7 +161,7 @@ impl DatasetWriter {
     /// without the columns the writer sorts and partitions by is refused, and `output`'s staging
     /// area removed.
     pub fn new(
-        output: OutputDir,
+        mut output: OutputDir,
         schema: SchemaRef,
         options: WriteOptions,
     ) -> Result<DatasetWriter, WriteError> {
@@ -188,7 +188,8 @@ impl DatasetWriter {
         // Open Parquet writers hold files in the staging area: close them before removing it.
         drop(self.active);
         drop(self.retired);
-        self.output.abandon();
+        let mut output = self.output;
+        output.abandon();
     }
 
     /// Tells the writer that, as far as the readers know, no row older than `time` minus the
@@ -388,7 +389,7 @@ mod tests {
     use arrow::datatypes::TimestampMicrosecondType;
 
     use super::*;
-    use crate::dataset::{OutputMode, PartitionKey, Partitioning, prepare_output};
+    use crate::dataset::{OutputMode, PartitionKey, Partitioning, TableLocation, prepare_output};
     use crate::schema::Schema;
 
     const MINUTE: i64 = 60 * 1_000_000;
@@ -426,8 +427,23 @@ mod tests {
             threads: 2,
             ..WriteOptions::default()
         };
-        let output = prepare_output(dir, OutputMode::Overwrite, &partitioning).expect("output");
+        let output = local_output(dir, &partitioning);
         DatasetWriter::new(output, Schema::builtin().arrow_schema(), options).expect("keytrail's schema")
+    }
+
+    /// An output table in `dir`, on a runtime that lives as long as the tests.
+    fn local_output(dir: &Path, partitioning: &Partitioning) -> OutputDir {
+        static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+        let runtime = RUNTIME.get_or_init(|| tokio::runtime::Runtime::new().expect("runtime"));
+        prepare_output(
+            TableLocation::local(dir).expect("location"),
+            Some(dir),
+            OutputMode::Overwrite,
+            partitioning,
+            &Schema::builtin().arrow_schema(),
+            runtime.handle().clone(),
+        )
+        .expect("output")
     }
 
     /// Each staged file's `(event_time, event_id)` rows, by path.
@@ -521,7 +537,7 @@ mod tests {
                 "event_id",
             ),
         ] {
-            let output = prepare_output(dir.path(), OutputMode::Overwrite, &partitioning).expect("output");
+            let output = local_output(dir.path(), &partitioning);
             let staging = output.staging_dir().to_path_buf();
             match DatasetWriter::new(output, schema, options.clone()) {
                 Err(WriteError::Schema { column: named, .. }) => assert_eq!(named, column),

@@ -207,14 +207,15 @@ impl RollingWriter {
             rows,
             peak_buffer_bytes,
         } = file;
-        let inner = writer.into_inner().map_err(|source| WriteError::Parquet {
+        let mut writer = writer;
+        let metadata = writer.finish().map_err(|source| WriteError::Parquet {
             path: staging.clone(),
             source,
         })?;
-        let file = inner.into_inner().map_err(|e| WriteError::Io {
-            path: staging.clone(),
-            source: e.into_error(),
-        })?;
+        let stats = crate::dataset::stats::delta_stats(&metadata, &self.schema);
+        // `finish` wrote the footer and flushed the buffer into the file (`into_inner` would
+        // write the footer a second time).
+        let file = writer.inner().get_ref();
         // Durable before it is renamed into place.
         file.sync_all().map_err(io_error(&staging))?;
         let bytes = file.metadata().map_err(io_error(&staging))?.len();
@@ -223,6 +224,7 @@ impl RollingWriter {
             path: relative,
             rows,
             bytes,
+            stats: Some(stats),
         });
         Ok(())
     }

@@ -155,7 +155,7 @@ impl PartitionState {
         self.pending_bytes = 0;
         let path = self.path.as_str();
         let arrow_error = |source| WriteError::arrow(path, "writing sorted rows", source);
-        self.dedup.load_committed(&output.existing_files(path))?;
+        self.dedup.load_committed(&output.existing_files(path)?)?;
         while let Some(chunk) = sorted.next_until(cut) {
             let chunk = chunk.map_err(arrow_error)?;
             self.sink.write(&self.dedup.filter(&chunk, path)?)?;
@@ -248,7 +248,7 @@ impl PartitionState {
         }
         let mut sink = RollingWriter::new(output, schema, options, &self.path, next_index);
         let mut dedup = Dedup::default();
-        dedup.load_committed(&output.existing_files(&self.path))?;
+        dedup.load_committed(&output.existing_files(&self.path)?)?;
         let path = self.path.as_str();
         merge_runs(sources, path, &mut |batch| {
             sink.write(&dedup.filter(batch, path)?)

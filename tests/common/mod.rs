@@ -66,7 +66,62 @@ pub fn convert_into(
 
 /// Every Parquet file under `dir` that readers see, sorted: like Spark, Athena and DataFusion, it
 /// skips `.`- and `_`-prefixed names (staging areas of unfinished runs, keytrail's records).
+/// The data files of the table in `dir`: for a Delta table the live files, found by replaying
+/// the add and remove actions of its JSON commits here (not by keytrail); else every Parquet
+/// file outside hidden directories.
 pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+    let log = dir.join("_delta_log");
+    if !log.is_dir() {
+        return files_on_disk(dir);
+    }
+    assert!(
+        !log.join("_last_checkpoint").exists(),
+        "the test helper replays JSON commits only"
+    );
+    let mut commits: Vec<PathBuf> = std::fs::read_dir(&log)
+        .expect("read _delta_log")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    commits.sort();
+    let mut live = std::collections::BTreeSet::new();
+    for commit in commits {
+        for line in std::fs::read_to_string(&commit).expect("read commit").lines() {
+            let action: serde_json::Value = serde_json::from_str(line).expect("a JSON action");
+            let path = |kind: &str| action[kind]["path"].as_str().map(percent_decode);
+            if let Some(path) = path("add") {
+                live.insert(path);
+            } else if let Some(path) = path("remove") {
+                live.remove(&path);
+            }
+        }
+    }
+    live.into_iter().map(|p| dir.join(p)).collect()
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(b) = text
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).expect("utf-8 path")
+}
+
+/// Every Parquet file under `dir` outside hidden (`.`/`_`) directories, live or not.
+pub fn files_on_disk(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = walkdir::WalkDir::new(dir)
         .into_iter()
         .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with(['.', '_']))
