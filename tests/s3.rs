@@ -268,3 +268,181 @@ fn fails_with(output: &Output, message: &str) {
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains(message), "expected {message:?} in:\n{stderr}");
 }
+
+/// The lake bucket through object_store (not keytrail), for listing and reading keys.
+fn lake(
+    server: &S3Server,
+) -> (
+    tokio::runtime::Runtime,
+    std::sync::Arc<dyn object_store::ObjectStore>,
+) {
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(&server.endpoint)
+        .with_allow_http(true)
+        .with_bucket_name("lake")
+        .with_region("us-east-1")
+        .with_access_key_id("testing")
+        .with_secret_access_key("testing")
+        .build()
+        .unwrap();
+    (
+        tokio::runtime::Runtime::new().unwrap(),
+        std::sync::Arc::new(store),
+    )
+}
+
+/// The Parquet keys under `prefix` in the lake bucket, and those its Delta log says are live
+/// (replaying the JSON commits here, not with keytrail or delta-rs).
+fn parquet_keys(server: &S3Server, prefix: &str) -> (Vec<String>, Vec<String>) {
+    use futures::TryStreamExt;
+    use object_store::ObjectStoreExt;
+    let (runtime, store) = lake(server);
+    let listed: Vec<object_store::ObjectMeta> = runtime
+        .block_on(
+            store
+                .list(Some(&object_store::path::Path::from(prefix)))
+                .try_collect(),
+        )
+        .unwrap();
+    let mut on_store: Vec<String> = listed
+        .iter()
+        .map(|m| m.location.to_string())
+        .filter(|k| k.ends_with(".parquet") && !k.contains("/_delta_log/"))
+        .collect();
+    on_store.sort();
+    let mut commits: Vec<&object_store::ObjectMeta> = listed
+        .iter()
+        .filter(|m| m.location.as_ref().contains("/_delta_log/") && m.location.as_ref().ends_with(".json"))
+        .collect();
+    commits.sort_by_key(|m| m.location.to_string());
+    let mut live = std::collections::BTreeSet::new();
+    for commit in commits {
+        let bytes = runtime
+            .block_on(async { store.get(&commit.location).await.unwrap().bytes().await })
+            .unwrap();
+        for line in String::from_utf8(bytes.to_vec()).unwrap().lines() {
+            let action: serde_json::Value = serde_json::from_str(line).unwrap();
+            if let Some(path) = action["add"]["path"].as_str() {
+                live.insert(format!("{prefix}/{path}"));
+            } else if let Some(path) = action["remove"]["path"].as_str() {
+                live.remove(&format!("{prefix}/{path}"));
+            }
+        }
+    }
+    (on_store, live.into_iter().collect())
+}
+
+/// `(rows, distinct event ids)` of the table at `url`, by `keytrail sql`.
+fn rows_and_ids(server: &S3Server, url: &str) -> (u64, u64) {
+    let output = run(keytrail(server).args([
+        "sql",
+        url,
+        "SELECT count(*) AS n, count(DISTINCT event_id) AS ids FROM events",
+        "--format",
+        "csv",
+    ]));
+    let text = String::from_utf8(output.stdout).unwrap();
+    let values: Vec<u64> = text
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .map(|v| v.parse().unwrap())
+        .collect();
+    (values[0], values[1])
+}
+
+#[test]
+fn runs_at_once_and_killed_runs_on_an_s3_table_convert_every_event_exactly_once() {
+    let scratch = tempfile::tempdir().unwrap();
+    let server = start_server(&scratch.path().join("moto.log"));
+    let convert = |output: &str, extra: &[&str], env: &[(&str, &str)]| {
+        let mut command = keytrail(&server);
+        command
+            .args([
+                "convert",
+                "s3://trail-logs/AWSLogs/",
+                "-o",
+                output,
+                "--incremental",
+                "--json",
+                "--progress",
+                "off",
+                "-q",
+            ])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        command.spawn().unwrap()
+    };
+    let summary = |child: Child| {
+        summary_of(&{
+            let output = child.wait_with_output().unwrap();
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            output
+        })
+    };
+
+    // Two runs over the same inputs, committing at the same moment: one wins, the other finds
+    // every input converted and adds nothing.
+    let pause = [("KEYTRAIL_PAUSE_BEFORE_COMMIT_MS", "1500")];
+    let both = [
+        convert("s3://lake/twice", &[], &pause),
+        convert("s3://lake/twice", &[], &pause),
+    ]
+    .map(summary);
+    assert_eq!(rows_and_ids(&server, "s3://lake/twice"), (2900, 2900));
+    let attempts: u64 = both.iter().map(|s| s["attempts"].as_u64().unwrap()).sum();
+    assert_eq!(attempts, 3, "one run started over: {both:?}");
+    let (on_store, live) = parquet_keys(&server, "twice");
+    assert_eq!(on_store, live, "the loser's uploads are deleted");
+
+    // Three shards at once into one table.
+    let shards: Vec<serde_json::Value> = (1..=3)
+        .map(|i| {
+            convert(
+                "s3://lake/sharded",
+                &["--shard", &format!("{i}/3")],
+                &[("KEYTRAIL_PAUSE_BEFORE_COMMIT_MS", "800")],
+            )
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(summary)
+        .collect();
+    assert_eq!(rows_and_ids(&server, "s3://lake/sharded"), (2900, 2900));
+    let inputs: u64 = shards.iter().map(|s| s["input_files"].as_u64().unwrap()).sum();
+    assert_eq!(inputs, server.objects, "{shards:?}");
+
+    // A run killed during its upload, then a rerun: the table has every event once, and the
+    // killed run's uploads are deleted once its heartbeat is stale.
+    let killed = convert(
+        "s3://lake/killed",
+        &[],
+        &[("KEYTRAIL_CRASH_POINT", "after-first-publish")],
+    )
+    .wait_with_output()
+    .unwrap();
+    assert!(!killed.status.success(), "the run aborted mid-upload");
+    let (on_store, live) = parquet_keys(&server, "killed");
+    assert!(
+        live.is_empty() && !on_store.is_empty(),
+        "uploaded but not committed: {on_store:?}"
+    );
+    let rerun = summary(convert(
+        "s3://lake/killed",
+        &[],
+        &[("KEYTRAIL_PENDING_LEASE_MS", "0")],
+    ));
+    assert_eq!(rerun["rows_written"], 2900);
+    assert_eq!(rows_and_ids(&server, "s3://lake/killed"), (2900, 2900));
+    let (on_store, live) = parquet_keys(&server, "killed");
+    assert_eq!(on_store, live, "the killed run's uploads are deleted");
+}

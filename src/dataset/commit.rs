@@ -24,7 +24,7 @@ use super::layout::{
     STAGING_PREFIX,
 };
 use super::manifest::{self, CommitRecord};
-use super::table::{CommitOutcome, PublishedFile, Table, TableFile, TableLocation};
+use super::table::{CommitOutcome, DELTA_LOG_DIR, PublishedFile, Table, TableFile, TableLocation};
 use super::{DataFile, DatasetError, InputRecord, Partitioning, io_error, partitioning};
 
 /// How long an `s3://` run's pending record may go without a heartbeat before another run takes
@@ -186,9 +186,11 @@ fn refuse_foreign_content(table: &Table, local_root: Option<&Path>) -> Result<()
     if is_legacy {
         return Err(DatasetError::Legacy { root: location });
     }
+    // A Delta log that appeared since the table was looked for is another run creating the
+    // table at this moment: not foreign (creating it then finds theirs).
     let foreign = names.iter().any(|name| {
         let first = name.split('/').next().unwrap_or_default();
-        first != META_DIR && !first.starts_with(STAGING_PREFIX)
+        first != META_DIR && first != DELTA_LOG_DIR && !first.starts_with(STAGING_PREFIX)
     });
     if foreign {
         return Err(DatasetError::NotADataset { root: location });
@@ -282,7 +284,7 @@ fn owner_alive(pending: &PendingRecord, local_root: Option<&Path>) -> bool {
         Some(root) => staging_locked(&root.join(format!("{STAGING_PREFIX}{}", pending.run_id))),
         None => {
             let age = chrono::Utc::now().timestamp_millis() - pending.heartbeat;
-            age < PENDING_LEASE.as_millis() as i64
+            age < pending_lease().as_millis() as i64
         }
     }
 }
@@ -552,6 +554,20 @@ fn pause_before_commit() {
 
 #[cfg(not(feature = "test-hooks"))]
 fn pause_before_commit() {}
+
+/// [`PENDING_LEASE`], which tests (`test-hooks` only) shorten with `KEYTRAIL_PENDING_LEASE_MS`.
+#[cfg(feature = "test-hooks")]
+fn pending_lease() -> Duration {
+    std::env::var("KEYTRAIL_PENDING_LEASE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(PENDING_LEASE, Duration::from_millis)
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn pending_lease() -> Duration {
+    PENDING_LEASE
+}
 
 fn new_run_id() -> String {
     let now = chrono::Utc::now();

@@ -39,9 +39,11 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--bucket", action="append", required=True)
     parser.add_argument("--trail", action="append", default=[], type=Path)
+    parser.add_argument("--log-requests", action="store_true",
+                        help="log every request on stderr (to count a run's S3 requests)")
     args = parser.parse_args()
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=args.log_requests)
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
