@@ -97,6 +97,53 @@ fn partition_filters_prune_directories() {
 }
 
 #[test]
+fn statistics_in_the_delta_log_skip_files() {
+    // 38 files: one per Region and day. A filter on event_time says nothing about the partition
+    // columns, so only the time ranges in the log can skip files.
+    let (dir, summary) = convert_into(
+        &[data("invictus"), data("aws-kms-developer-guide/events")],
+        |_| {},
+    );
+    let out = dir.path().join("out");
+    runtime().block_on(async {
+        let session = SqlSession::open(&out, false).await.unwrap();
+        let plan = explain_analyze(
+            &session,
+            "SELECT count(event_name) FROM events WHERE event_time >= TIMESTAMP '2023-07-01T00:00:00Z'",
+        )
+        .await;
+        let opened: u64 = plan
+            .split("files_opened=")
+            .skip(1)
+            .map(|p| {
+                p.split(|c: char| !c.is_ascii_digit())
+                    .next()
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap()
+            })
+            .sum();
+        assert_eq!(
+            opened, 1,
+            "only the July 2023 file of {} is opened:\n{plan}",
+            summary.files_written
+        );
+        let count = collect(
+            &session,
+            "SELECT count(*) FROM events WHERE event_time >= TIMESTAMP '2023-07-01T00:00:00Z'",
+        )
+        .await;
+        assert_eq!(
+            count[0]
+                .column(0)
+                .as_primitive::<arrow::datatypes::Int64Type>()
+                .value(0),
+            2900
+        );
+    });
+}
+
+#[test]
 fn event_time_filters_prune_row_groups() {
     // One file of 2,900 time-sorted rows in row groups of 200.
     let (dir, _) = convert_into(&[data("invictus")], |o| o.write.row_group_rows = 200);
