@@ -421,16 +421,22 @@ fn runs_at_once_and_killed_runs_on_an_s3_table_convert_every_event_exactly_once(
     let inputs: u64 = shards.iter().map(|s| s["input_files"].as_u64().unwrap()).sum();
     assert_eq!(inputs, server.objects, "{shards:?}");
 
-    // A run killed during its upload, then a rerun: the table has every event once, and the
-    // killed run's uploads are deleted once its heartbeat is stale.
+    // A run killed while it uploads (data files go up as they are closed, before the commit),
+    // then a rerun: the table has every event once, and the killed run's uploads are deleted
+    // once its heartbeat is stale.
     let killed = convert(
         "s3://lake/killed",
         &[],
-        &[("KEYTRAIL_CRASH_POINT", "after-first-publish")],
+        &[("KEYTRAIL_CRASH_POINT", "after-first-upload")],
     )
     .wait_with_output()
     .unwrap();
-    assert!(!killed.status.success(), "the run aborted mid-upload");
+    assert!(
+        !killed.status.success(),
+        "the run aborted mid-upload: {}\n{}",
+        String::from_utf8_lossy(&killed.stdout),
+        String::from_utf8_lossy(&killed.stderr)
+    );
     let (on_store, live) = parquet_keys(&server, "killed");
     assert!(
         live.is_empty() && !on_store.is_empty(),

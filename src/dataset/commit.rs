@@ -15,7 +15,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 use tracing::{debug, info, warn};
 
@@ -24,6 +23,7 @@ use super::layout::{
     STAGING_PREFIX,
 };
 use super::manifest::{self, CommitRecord};
+use super::publish::{PendingRecord, Publisher, pending_path};
 use super::table::{CommitOutcome, DELTA_LOG_DIR, PublishedFile, Table, TableFile, TableLocation};
 use super::{DataFile, DatasetError, InputRecord, Partitioning, io_error, partitioning};
 
@@ -43,18 +43,6 @@ pub enum OutputMode {
     Overwrite,
     /// This run adds to the table, skipping inputs already converted.
     Incremental,
-}
-
-/// `_keytrail/pending/<run>.json`: what a run is publishing.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct PendingRecord {
-    run_id: String,
-    /// The table version the run read; its commit, if it landed, is after it.
-    snapshot_version: Option<u64>,
-    /// Data files and quarantine files, relative to the table root.
-    files: Vec<String>,
-    /// Last sign of life, milliseconds since the epoch.
-    heartbeat: i64,
 }
 
 /// What [`OutputDir::commit`] did.
@@ -83,6 +71,8 @@ pub struct OutputDir {
     files_at_start: Vec<TableFile>,
     /// An overwrite that gives the table a new schema or partitioning: the schema.
     new_description: Option<arrow::datatypes::Schema>,
+    /// For an `s3://` table: the uploads of the data files, made while the run goes on.
+    publisher: Option<std::sync::Arc<Publisher>>,
 }
 
 impl std::fmt::Debug for OutputDir {
@@ -150,6 +140,14 @@ pub fn prepare_output(
     };
     let spill = staging.join(SPILL_DIR);
     fs::create_dir_all(&spill).map_err(io_error(&spill))?;
+    let publisher = local_root.is_none().then(|| {
+        std::sync::Arc::new(Publisher::new(
+            table.location().clone(),
+            table.runtime().clone(),
+            &run_id,
+            table.version(),
+        ))
+    });
     Ok(OutputDir {
         table,
         local_root: local_root.map(Path::to_path_buf),
@@ -161,6 +159,7 @@ pub fn prepare_output(
         partitioning: partitioning.clone(),
         files_at_start,
         new_description: new_description.then(|| arrow_schema.clone()),
+        publisher,
     })
 }
 
@@ -322,6 +321,35 @@ impl OutputDir {
         self.staging.join(SPILL_DIR)
     }
 
+    /// For an `s3://` table, the uploads the writer hands each closed data file to.
+    pub(crate) fn publisher(&self) -> Option<std::sync::Arc<Publisher>> {
+        self.publisher.clone()
+    }
+
+    /// A local copy of the staged data file `relative` (downloaded again if it was uploaded and
+    /// its copy deleted), for a partition whose files are merged again.
+    pub(crate) fn staged_copy(&self, relative: &str) -> Result<PathBuf, DatasetError> {
+        let local = self.staging.join(relative);
+        match &self.publisher {
+            Some(publisher) => Ok(publisher.local_copy(relative, &local)?),
+            None => Ok(local),
+        }
+    }
+
+    /// Forgets the staged data file `relative`, which a merge replaced (deleting its upload).
+    pub(crate) fn discard_staged(&self, relative: &str) -> Result<(), DatasetError> {
+        let local = self.staging.join(relative);
+        match fs::remove_file(&local) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error(&local)(e)),
+        }
+        if let Some(publisher) = &self.publisher {
+            publisher.discard(relative)?;
+        }
+        Ok(())
+    }
+
     /// Where this run's quarantine is written before it is committed.
     pub fn quarantine_staging_dir(&self) -> PathBuf {
         self.staging.join(STAGED_QUARANTINE_DIR)
@@ -377,14 +405,25 @@ impl OutputDir {
         let quarantine_root = self.quarantine_path();
         let mut published: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
         published.extend(quarantine.iter().map(|f| format!("{quarantine_root}/{f}")));
-        let pending_path = format!("{META_DIR}/{PENDING_DIR}/{}.json", self.run_id);
-        let mut pending = PendingRecord {
-            run_id: self.run_id.clone(),
-            snapshot_version: self.table.version(),
-            files: published,
-            heartbeat: chrono::Utc::now().timestamp_millis(),
-        };
-        self.write_pending(&pending_path, &pending)?;
+        let pending_path = pending_path(&self.run_id);
+        match &self.publisher {
+            // The data files are uploaded already (and listed in the pending record).
+            Some(publisher) => {
+                publisher.finish_uploads()?;
+                let quarantine: Vec<String> =
+                    published.iter().filter(|f| !publisher.has(f)).cloned().collect();
+                publisher.announce(&quarantine)?;
+            }
+            None => {
+                let pending = PendingRecord {
+                    run_id: self.run_id.clone(),
+                    snapshot_version: self.table.version(),
+                    files: published,
+                    heartbeat: chrono::Utc::now().timestamp_millis(),
+                };
+                self.write_pending(&pending_path, &pending)?;
+            }
+        }
         crash_point("after-pending-record");
         let staged_quarantine = self.quarantine_staging_dir();
         let mut moves: Vec<(PathBuf, String)> = files
@@ -396,14 +435,11 @@ impl OutputDir {
                 .iter()
                 .map(|f| (staged_quarantine.join(f), format!("{quarantine_root}/{f}"))),
         );
-        for (index, (from, to)) in moves.iter().enumerate() {
+        let uploaded = |to: &str| self.publisher.as_ref().is_some_and(|p| p.has(to));
+        for (index, (from, to)) in moves.iter().filter(|(_, to)| !uploaded(to)).enumerate() {
             self.publish(from, to)?;
             if index == 0 {
                 crash_point("after-first-publish");
-            }
-            if self.local_root.is_none() {
-                pending.heartbeat = chrono::Utc::now().timestamp_millis();
-                self.write_pending(&pending_path, &pending)?;
             }
         }
         if let Some(root) = &self.local_root {
@@ -445,8 +481,12 @@ impl OutputDir {
                 Committed::Version(version)
             }
             CommitOutcome::InputsTaken(taken) => {
-                for path in &pending.files {
-                    self.table.delete_object(path)?;
+                for path in files
+                    .iter()
+                    .map(|f| f.path.clone())
+                    .chain(quarantine.iter().map(|f| format!("{quarantine_root}/{f}")))
+                {
+                    self.table.delete_object(&path)?;
                 }
                 Committed::InputsTaken(taken)
             }
@@ -531,14 +571,14 @@ fn sync_directories<'a>(root: &Path, files: impl Iterator<Item = &'a str>) -> Re
 /// never a release build): `KEYTRAIL_CRASH_POINT=<name>` aborts the process at that point of a
 /// commit, so tests can check that the next run cleans up after the killed one.
 #[cfg(feature = "test-hooks")]
-fn crash_point(name: &str) {
+pub(super) fn crash_point(name: &str) {
     if std::env::var_os("KEYTRAIL_CRASH_POINT").is_some_and(|v| v == name) {
         std::process::abort();
     }
 }
 
 #[cfg(not(feature = "test-hooks"))]
-fn crash_point(_name: &str) {}
+pub(super) fn crash_point(_name: &str) {}
 
 /// Testing aid (`test-hooks` only): `KEYTRAIL_PAUSE_BEFORE_COMMIT_MS=<ms>` waits that long
 /// before the Delta commit, so tests can make runs that started together commit at once.

@@ -10,6 +10,7 @@ pub mod ddl;
 pub mod layout;
 pub mod manifest;
 pub mod partitioning;
+pub(crate) mod publish;
 pub mod quarantine;
 pub mod stats;
 pub mod table;

@@ -81,6 +81,8 @@ pub(crate) struct RollingWriter {
     current: Option<OpenFile>,
     files: Vec<DataFile>,
     next_index: usize,
+    /// For an `s3://` table: each closed file is uploaded at once.
+    publisher: Option<std::sync::Arc<crate::dataset::publish::Publisher>>,
 }
 
 impl RollingWriter {
@@ -94,6 +96,7 @@ impl RollingWriter {
         RollingWriter {
             staging_dir: output.staging_dir().to_path_buf(),
             run_id: output.run_id().to_string(),
+            publisher: output.publisher(),
             schema: schema.clone(),
             properties: writer_properties(options),
             target_bytes: options.target_file_bytes,
@@ -220,6 +223,11 @@ impl RollingWriter {
         file.sync_all().map_err(io_error(&staging))?;
         let bytes = file.metadata().map_err(io_error(&staging))?.len();
         debug!(file = %relative, rows, bytes, peak_buffer_bytes, "parquet file written");
+        if let Some(publisher) = &self.publisher {
+            publisher
+                .upload(&staging, &relative)
+                .map_err(crate::dataset::DatasetError::from)?;
+        }
         self.files.push(DataFile {
             path: relative,
             rows,

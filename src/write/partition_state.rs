@@ -226,9 +226,11 @@ impl PartitionState {
             );
         }
         let next_index = self.sink.next_index();
-        let staged: Vec<PathBuf> = (self.sink.finish()?.iter())
-            .map(|f| output.staging_dir().join(&f.path))
-            .collect();
+        let written = self.sink.finish()?;
+        let staged: Vec<PathBuf> = written
+            .iter()
+            .map(|f| output.staged_copy(&f.path))
+            .collect::<Result<_, _>>()?;
         let mut sources: Vec<RunReader> = Vec::new();
         if !staged.is_empty() {
             sources.push(Box::new(staged_files_reader(staged.clone(), schema.clone())));
@@ -254,7 +256,10 @@ impl PartitionState {
             sink.write(&dedup.filter(batch, path)?)
         })?;
         let files = sink.finish()?;
-        for path in staged.iter().chain(&self.runs) {
+        for file in &written {
+            output.discard_staged(&file.path)?;
+        }
+        for path in &self.runs {
             fs::remove_file(path).map_err(io_error(path))?;
         }
         Ok((files, self.dedup.dropped + dedup.dropped))

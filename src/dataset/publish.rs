@@ -1,0 +1,273 @@
+//! Uploading an `s3://` run's data files while the run goes on: each file goes to its final key
+//! as soon as the writer closes it and its local copy is deleted, so a run needs local disk for
+//! the files being written (and spilled runs), not for its whole output.
+//!
+//! Before the first upload the run's pending record (`_keytrail/pending/<run>.json`) lists what
+//! it has uploaded, and a heartbeat keeps it fresh while the run lives: a run killed at any
+//! moment leaves nothing a later run cannot find and delete (see [`super::commit`]). Uploads run
+//! on the I/O runtime, two at a time, each with at most two parts in flight.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use object_store::ObjectStoreExt;
+use serde::{Deserialize, Serialize};
+use tokio::runtime::Handle;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tracing::{Instrument, debug, info_span};
+
+use super::layout::{META_DIR, PENDING_DIR};
+use super::table::{TableError, TableLocation};
+use crate::sync::lock;
+
+/// How often a live run refreshes its pending record.
+pub const HEARTBEAT: Duration = Duration::from_secs(60);
+/// Uploads at once, and parts in flight per upload (each part is up to 10 MiB in memory).
+const UPLOADS: usize = 2;
+const PARTS_IN_FLIGHT: usize = 2;
+
+/// `_keytrail/pending/<run>.json`: what a run has published (or is publishing) but not committed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PendingRecord {
+    pub(crate) run_id: String,
+    /// The table version the run read; its commit, if it landed, is after it.
+    pub(crate) snapshot_version: Option<u64>,
+    /// Data files and quarantine files, relative to the table root.
+    pub(crate) files: Vec<String>,
+    /// Last sign of life, milliseconds since the epoch.
+    pub(crate) heartbeat: i64,
+}
+
+/// The pending record's path for `run_id`.
+pub(crate) fn pending_path(run_id: &str) -> String {
+    format!("{META_DIR}/{PENDING_DIR}/{run_id}.json")
+}
+
+enum Upload {
+    Running(JoinHandle<Result<(), String>>),
+    Done,
+}
+
+/// The uploads of one `s3://` run.
+pub(crate) struct Publisher {
+    location: TableLocation,
+    runtime: Handle,
+    record: Mutex<PendingRecord>,
+    uploads: Mutex<BTreeMap<String, Upload>>,
+    slots: Arc<Semaphore>,
+    heartbeat: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Publisher {
+    pub(crate) fn new(
+        location: TableLocation,
+        runtime: Handle,
+        run_id: &str,
+        snapshot_version: Option<u64>,
+    ) -> Publisher {
+        Publisher {
+            location,
+            runtime,
+            record: Mutex::new(PendingRecord {
+                run_id: run_id.to_string(),
+                snapshot_version,
+                files: Vec::new(),
+                heartbeat: 0,
+            }),
+            uploads: Mutex::new(BTreeMap::new()),
+            slots: Arc::new(Semaphore::new(UPLOADS)),
+            heartbeat: Mutex::new(None),
+        }
+    }
+
+    /// Adds `files` to the pending record and writes it (starting the heartbeat the first time).
+    pub(crate) fn announce(&self, files: &[String]) -> Result<(), TableError> {
+        let record = {
+            let mut record = lock(&self.record);
+            record.files.extend(files.iter().cloned());
+            record.heartbeat = chrono::Utc::now().timestamp_millis();
+            record.clone()
+        };
+        self.runtime.block_on(write_pending(&self.location, &record))?;
+        let mut heartbeat = lock(&self.heartbeat);
+        if heartbeat.is_none() {
+            let location = self.location.clone();
+            let run_id = record.run_id.clone();
+            let path = pending_path(&run_id);
+            *heartbeat = Some(self.runtime.spawn(async move {
+                let mut ticks = tokio::time::interval(HEARTBEAT);
+                ticks.tick().await;
+                loop {
+                    ticks.tick().await;
+                    // The record as last written, with a new time: only its heartbeat changes.
+                    if let Ok(bytes) = get(&location, &path).await
+                        && let Ok(mut record) = serde_json::from_slice::<PendingRecord>(&bytes)
+                    {
+                        record.heartbeat = chrono::Utc::now().timestamp_millis();
+                        let _ = write_pending(&location, &record).await;
+                    }
+                }
+            }));
+        }
+        Ok(())
+    }
+
+    /// Starts uploading the closed file `local` to `relative`; its local copy is deleted once
+    /// uploaded.
+    pub(crate) fn upload(&self, local: &Path, relative: &str) -> Result<(), TableError> {
+        self.announce(&[relative.to_string()])?;
+        let location = self.location.clone();
+        let slots = self.slots.clone();
+        let local = local.to_path_buf();
+        let key = relative.to_string();
+        let span = info_span!("upload", key = %key);
+        let task = self.runtime.spawn(
+            async move {
+                let _slot = slots.acquire_owned().await.map_err(|e| e.to_string())?;
+                upload_file(&location, &local, &key)
+                    .await
+                    .map_err(|e| format!("uploading to {key}: {e}"))?;
+                let _ = tokio::fs::remove_file(&local).await;
+                debug!(key, "uploaded");
+                super::commit::crash_point("after-first-upload");
+                Ok(())
+            }
+            .instrument(span),
+        );
+        lock(&self.uploads).insert(relative.to_string(), Upload::Running(task));
+        Ok(())
+    }
+
+    /// Waits for the upload of `relative`, if one was started.
+    fn wait(&self, relative: &str) -> Result<bool, TableError> {
+        let running = match lock(&self.uploads).get_mut(relative) {
+            None => return Ok(false),
+            Some(upload) => std::mem::replace(upload, Upload::Done),
+        };
+        if let Upload::Running(task) = running {
+            let outcome = self
+                .runtime
+                .block_on(task)
+                .map_err(|e| e.to_string())
+                .and_then(|r| r);
+            outcome.map_err(|problem| TableError::Invalid {
+                table: self.location.to_string(),
+                problem,
+            })?;
+        }
+        Ok(true)
+    }
+
+    /// Waits for every upload; the first failure fails the run.
+    pub(crate) fn finish_uploads(&self) -> Result<(), TableError> {
+        let keys: Vec<String> = lock(&self.uploads).keys().cloned().collect();
+        for key in keys {
+            self.wait(&key)?;
+        }
+        Ok(())
+    }
+
+    /// A local copy of the uploaded file `relative` at `local` (downloaded again if its copy was
+    /// deleted), for a partition whose files are merged again at the end.
+    pub(crate) fn local_copy(&self, relative: &str, local: &Path) -> Result<PathBuf, TableError> {
+        if self.wait(relative)? && !local.exists() {
+            let bytes = self.runtime.block_on(get(&self.location, relative))?;
+            if let Some(parent) = local.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| self.local_error(parent, e))?;
+            }
+            std::fs::write(local, &bytes).map_err(|e| self.local_error(local, e))?;
+        }
+        Ok(local.to_path_buf())
+    }
+
+    /// Deletes the uploaded file `relative`, which a merge replaced.
+    pub(crate) fn discard(&self, relative: &str) -> Result<(), TableError> {
+        if self.wait(relative)? {
+            let store = self.location.store();
+            let path = object_store::path::Path::from(relative);
+            match self.runtime.block_on(store.delete(&path)) {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => {
+                    return Err(TableError::Invalid {
+                        table: self.location.to_string(),
+                        problem: format!("deleting {relative}: {}", crate::store::one_line(&e)),
+                    });
+                }
+            }
+            lock(&self.uploads).remove(relative);
+        }
+        Ok(())
+    }
+
+    /// Whether `relative` was uploaded while the run went on.
+    pub(crate) fn has(&self, relative: &str) -> bool {
+        lock(&self.uploads).contains_key(relative)
+    }
+
+    fn local_error(&self, path: &Path, error: std::io::Error) -> TableError {
+        TableError::Invalid {
+            table: self.location.to_string(),
+            problem: format!("{}: {error}", path.display()),
+        }
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        if let Some(heartbeat) = lock(&self.heartbeat).take() {
+            heartbeat.abort();
+        }
+    }
+}
+
+async fn get(location: &TableLocation, relative: &str) -> Result<bytes::Bytes, TableError> {
+    let store = location.store();
+    let result = async {
+        store
+            .get(&object_store::path::Path::from(relative))
+            .await?
+            .bytes()
+            .await
+    }
+    .await;
+    result.map_err(|e| TableError::Invalid {
+        table: location.to_string(),
+        problem: format!("reading {relative}: {}", crate::store::one_line(&e)),
+    })
+}
+
+async fn write_pending(location: &TableLocation, record: &PendingRecord) -> Result<(), TableError> {
+    let path = pending_path(&record.run_id);
+    let json = serde_json::to_vec_pretty(record).map_err(|e| TableError::Invalid {
+        table: location.to_string(),
+        problem: format!("{path}: {e}"),
+    })?;
+    location
+        .store()
+        .put(&object_store::path::Path::from(path.as_str()), json.into())
+        .await
+        .map(|_| ())
+        .map_err(|e| TableError::Invalid {
+            table: location.to_string(),
+            problem: format!("writing {path}: {}", crate::store::one_line(&e)),
+        })
+}
+
+/// Streams the local file `source` to `key` (relative to the table root) in parts.
+pub(crate) async fn upload_file(location: &TableLocation, source: &Path, key: &str) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut file = tokio::fs::File::open(source).await?;
+    let mut writer =
+        object_store::buffered::BufWriter::new(location.store(), object_store::path::Path::from(key))
+            .with_max_concurrency(PARTS_IN_FLIGHT);
+    match tokio::io::copy(&mut file, &mut writer).await {
+        Ok(_) => writer.shutdown().await,
+        Err(e) => {
+            let _ = writer.abort().await;
+            Err(e)
+        }
+    }
+}
