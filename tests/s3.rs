@@ -452,3 +452,80 @@ fn runs_at_once_and_killed_runs_on_an_s3_table_convert_every_event_exactly_once(
     let (on_store, live) = parquet_keys(&server, "killed");
     assert_eq!(on_store, live, "the killed run's uploads are deleted");
 }
+
+#[test]
+fn late_rows_into_an_s3_table_are_merged_with_the_files_already_uploaded() {
+    let scratch = tempfile::tempdir().unwrap();
+    let server = start_server(&scratch.path().join("moto.log"));
+    // 20,000 generated events in one file, with little memory: files are written (and uploaded)
+    // while the run reads.
+    let logs = scratch.path().join("logs");
+    let generated: u64 = 20_000;
+    generate_tree(&logs, generated, 5, 500);
+    let mut events: Vec<serde_json::Value> = Vec::new();
+    for file in walkdir::WalkDir::new(&logs)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+    {
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut flate2::read::GzDecoder::new(std::fs::File::open(file.path()).unwrap()),
+            &mut text,
+        )
+        .unwrap();
+        let delivery: serde_json::Value = serde_json::from_str(&text).unwrap();
+        events.extend(delivery["Records"].as_array().unwrap().iter().cloned());
+    }
+    assert_eq!(events.len() as u64, generated);
+    // In time order, then 200 more events as old as the oldest: they arrive after the files
+    // holding later rows were closed and uploaded.
+    events.sort_by(|a, b| a["eventTime"].as_str().cmp(&b["eventTime"].as_str()));
+    // One event a minute over two weeks, so days (partitions) end and their files close.
+    let start = chrono::DateTime::parse_from_rfc3339("2024-01-01T00:00:00Z").unwrap();
+    for (i, event) in events.iter_mut().enumerate() {
+        let time = start + chrono::Duration::minutes(i as i64);
+        event["eventTime"] = time.format("%Y-%m-%dT%H:%M:%SZ").to_string().into();
+    }
+    let late: Vec<serde_json::Value> = events[..200]
+        .iter()
+        .enumerate()
+        .map(|(i, event)| {
+            let mut event = event.clone();
+            event["eventID"] = format!("late-arrival-{i}").into();
+            event
+        })
+        .collect();
+    let generated = generated + 200;
+    // One delivery file per 500 events, read in name order, then the late arrivals.
+    let input = scratch.path().join("deliveries");
+    std::fs::create_dir_all(&input).unwrap();
+    for (i, chunk) in events.chunks(500).enumerate() {
+        let body = serde_json::json!({ "Records": chunk }).to_string();
+        std::fs::write(input.join(format!("d{i:03}.json")), body).unwrap();
+    }
+    std::fs::write(
+        input.join("z-late.json"),
+        serde_json::json!({ "Records": late }).to_string(),
+    )
+    .unwrap();
+    let converted = run(keytrail(&server)
+        .args([
+            "convert",
+            "-o",
+            "s3://lake/late",
+            "--json",
+            "--progress",
+            "off",
+            "-j",
+            "1",
+        ])
+        .args(["--memory-limit", "2MiB", "--target-file-size", "256KiB"])
+        .arg(&input));
+    let summary = summary_of(&converted);
+    assert!(summary["late_rows"].as_u64().unwrap() > 0, "{summary}");
+    assert_eq!(rows_and_ids(&server, "s3://lake/late"), (generated, generated));
+    let (on_store, live) = parquet_keys(&server, "late");
+    assert_eq!(on_store, live, "the files the merge replaced are deleted");
+    assert_eq!(live.len() as u64, summary["files_written"].as_u64().unwrap());
+}
