@@ -529,3 +529,59 @@ fn late_rows_into_an_s3_table_are_merged_with_the_files_already_uploaded() {
     assert_eq!(on_store, live, "the files the merge replaced are deleted");
     assert_eq!(live.len() as u64, summary["files_written"].as_u64().unwrap());
 }
+
+#[test]
+fn an_s3_run_killed_at_any_moment_then_rerun_has_every_event_once() {
+    let scratch = tempfile::tempdir().unwrap();
+    let server = start_server(&scratch.path().join("moto.log"));
+    let logs = scratch.path().join("logs");
+    generate_tree(&logs, 20_000, 9, 500);
+    let convert = |prefix: &str| {
+        let mut command = keytrail(&server);
+        command
+            .args([
+                "convert",
+                "--incremental",
+                "--progress",
+                "off",
+                "-q",
+                "--target-file-size",
+                "64KiB",
+                "-o",
+            ])
+            .arg(format!("s3://lake/{prefix}"))
+            .arg(&logs)
+            // Runs here never overlap: a dead run's uploads may be deleted at once.
+            .env("KEYTRAIL_PENDING_LEASE_MS", "0")
+            // A second between the last upload and the commit, so some kills land there.
+            .env("KEYTRAIL_PAUSE_BEFORE_COMMIT_MS", "1000")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        command
+    };
+    // SIGKILL at many moments of a run into a new table, then a rerun: always every event once,
+    // and nothing the killed run uploaded is left.
+    let mut kills_in_flight = 0;
+    for delay_ms in [300u64, 800, 1300, 1800, 2300, 2800] {
+        let prefix = format!("sigkill-{delay_ms}");
+        let mut child = convert(&prefix).spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        let (on_store, live) = parquet_keys(&server, &prefix);
+        // A kill that landed mid-run leaves uploads no commit names.
+        kills_in_flight += usize::from(on_store != live);
+        assert!(convert(&prefix).status().unwrap().success(), "{prefix}");
+        assert_eq!(
+            rows_and_ids(&server, &format!("s3://lake/{prefix}")),
+            (20_000, 20_000),
+            "{prefix}"
+        );
+        let (on_store, live) = parquet_keys(&server, &prefix);
+        assert_eq!(on_store, live, "{prefix}: no upload of the killed run is left");
+    }
+    assert!(
+        kills_in_flight > 0,
+        "no kill landed while files were uploaded: the loop tested nothing"
+    );
+}
