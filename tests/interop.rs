@@ -17,6 +17,13 @@ fn deltalake_pyarrow_duckdb_and_spark_read_the_table() {
         |_| {},
     );
     let out = dir.path().join("out");
+    // Then a Delta overwrite with one of the two sources: readers of the first version must
+    // still see all of it (its files stay until vacuumed), readers of the table only the second.
+    let first_rows = summary.rows_written;
+    let mut options = keytrail::convert::ConvertOptions::new(vec![data("invictus")], &out);
+    options.mode = keytrail::dataset::OutputMode::Overwrite;
+    let summary = keytrail::convert::convert(&options, &keytrail::convert::NoProgress).unwrap();
+    let first_version = summary.table_version.unwrap() - 1;
 
     // One known event, its instant computed from the raw JSON (not by keytrail).
     let first_file = std::fs::read_dir(data("invictus/CloudTrail"))
@@ -56,6 +63,8 @@ fn deltalake_pyarrow_duckdb_and_spark_read_the_table() {
         .args(["--rows", &summary.rows_written.to_string()])
         .args(["--event", event_id])
         .args(["--micros", &expected_micros.to_string()])
+        .args(["--old-version", &first_version.to_string()])
+        .args(["--old-rows", &first_rows.to_string()])
         .arg("--warehouse")
         .arg(dir.path().join("spark-warehouse"))
         .output()

@@ -4,12 +4,14 @@ check_delta_log.py from the log) with pyarrow, DuckDB and PySpark; fails loudly 
 disagreement.
 
 usage: check_readers.py TABLE --files LIST --rows N --event ID --micros T --warehouse DIR
+                        [--old-version V --old-rows M]
 
 Checks, for each reader: the row count keytrail reported, the partition columns (from the log
 for deltalake, from the Hive directories for the others), event_time read as a timestamp with the
 right instant (event ID must be at T microseconds since the epoch), encryption_context as a map,
 resources as a list of structs, read_only as a boolean; for Spark also that the default
-case-insensitive analyzer raises no duplicate-column error. (Spark's and DuckDB's own Delta
+case-insensitive analyzer raises no duplicate-column error; with --old-version, that deltalake
+still reads M rows at version V (time travel across an overwrite). (Spark's and DuckDB's own Delta
 readers need connector jars and extensions downloaded at run time, which CI cannot do.)
 """
 import argparse
@@ -60,9 +62,17 @@ def check_deltalake(args):
     check("deltalake", table.metadata().configuration.get("keytrail.schemaVersion") is not None,
           "the schema version is a table property")
     check_arrow_table("deltalake", table.to_pyarrow_table(), args)
+    if args.old_version is not None:
+        old = DeltaTable(args.dataset, version=args.old_version).to_pyarrow_table()
+        check("deltalake", old.num_rows == args.old_rows,
+              f"version {args.old_version} (before the overwrite) still has {old.num_rows} rows (expected {args.old_rows})")
+    import pyarrow.compute as pc
+
+    everything = table.to_pyarrow_table()
+    expected = everything.filter(pc.equal(everything["region"], "us-east-1")).num_rows
     one_partition = table.to_pyarrow_table(partitions=[("region", "=", "us-east-1")])
-    check("deltalake", 0 < one_partition.num_rows < args.rows,
-          f"{one_partition.num_rows} rows in region us-east-1 (partition filter from the log)")
+    check("deltalake", 0 < one_partition.num_rows == expected,
+          f"{one_partition.num_rows} rows in region us-east-1 through a partition filter from the log (expected {expected})")
 
 
 def check_pyarrow(args):
@@ -141,6 +151,8 @@ def main():
     parser.add_argument("--event", required=True)
     parser.add_argument("--micros", type=int, required=True)
     parser.add_argument("--files", required=True)
+    parser.add_argument("--old-version", type=int)
+    parser.add_argument("--old-rows", type=int)
     parser.add_argument("--warehouse", required=True)
     parser.add_argument("--partitions", nargs="+", default=["region", "event_date"])
     args = parser.parse_args()
