@@ -255,6 +255,24 @@ fn unreachable_buckets_and_missing_prefixes_are_clear_errors() {
         .unwrap();
     fails_with(&empty, "s3://trail-logs/nothing-here: no objects found");
 
+    // An output in a bucket that is not there: the table, the key and the operation are named,
+    // and nothing is written.
+    let no_lake = keytrail(&server)
+        .args([
+            "convert",
+            "s3://trail-logs/AWSLogs/",
+            "-o",
+            "s3://no-such-lake/ct",
+            "--progress",
+            "off",
+        ])
+        .output()
+        .unwrap();
+    fails_with(
+        &no_lake,
+        "s3://no-such-lake/ct: listing _delta_log/: NoSuchBucket: The specified bucket does not exist",
+    );
+
     let sql = keytrail(&server)
         .args(["sql", "s3://lake/nothing", "SELECT 1"])
         .output()
