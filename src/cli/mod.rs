@@ -97,7 +97,8 @@ struct SchemaArgs {
     #[arg(long, value_name = "NAME", default_value = "cloudtrail_events")]
     table: String,
 
-    /// The partition keys the dataset was converted with.
+    /// The partition keys the table was converted with (for `--format arrow`; Athena and Spark
+    /// read them from the Delta log).
     #[arg(short, long, value_name = "KEYS", default_value_t = Partitioning::default())]
     partition_by: Partitioning,
 }
@@ -333,8 +334,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             use crate::schema::{Schema, docs};
             let schema = Schema::builtin();
             let text = match args.format {
-                SchemaFormat::Athena => ddl::athena(schema, &args.table, &args.location, &args.partition_by),
-                SchemaFormat::Spark => ddl::spark(schema, &args.table, &args.location, &args.partition_by),
+                SchemaFormat::Athena => ddl::athena(schema, &args.table, &args.location),
+                SchemaFormat::Spark => ddl::spark(schema, &args.table, &args.location),
                 SchemaFormat::Arrow => ddl::arrow_json(schema, &args.partition_by),
                 SchemaFormat::Markdown => docs::markdown_table(schema),
             };

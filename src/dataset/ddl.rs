@@ -20,8 +20,7 @@ fn with_slash(location: &str) -> String {
 
 /// Athena `CREATE EXTERNAL TABLE` over the Delta table: Athena reads the columns, partitions
 /// and current files from the Delta log, so the statement names none of them.
-pub fn athena(schema: &Schema, table: &str, location: &str, partitioning: &Partitioning) -> String {
-    let _ = partitioning;
+pub fn athena(schema: &Schema, table: &str, location: &str) -> String {
     format!(
         "-- {} schema version {}: the columns, partitions and files come from the Delta log.\nCREATE EXTERNAL TABLE IF NOT EXISTS `{table}`\nLOCATION {}\nTBLPROPERTIES ('table_type'='DELTA');\n",
         schema.name(),
@@ -32,8 +31,7 @@ pub fn athena(schema: &Schema, table: &str, location: &str, partitioning: &Parti
 
 /// Spark SQL `CREATE TABLE ... USING delta` over the table (Delta Lake's Spark connector reads
 /// the schema and partitioning from the log).
-pub fn spark(schema: &Schema, table: &str, location: &str, partitioning: &Partitioning) -> String {
-    let _ = partitioning;
+pub fn spark(schema: &Schema, table: &str, location: &str) -> String {
     format!(
         "-- {} schema version {}: the columns and partitions come from the Delta log.\nCREATE TABLE IF NOT EXISTS `{table}`\nUSING delta\nLOCATION {};\n",
         schema.name(),
@@ -88,18 +86,13 @@ mod tests {
 
     #[test]
     fn athena_and_spark_read_the_delta_log() {
-        let ddl = athena(
-            Schema::builtin(),
-            "cloudtrail",
-            "s3://bucket/prefix",
-            &Partitioning::default(),
-        );
+        let ddl = athena(Schema::builtin(), "cloudtrail", "s3://bucket/prefix");
         assert!(ddl.contains("CREATE EXTERNAL TABLE IF NOT EXISTS `cloudtrail`\nLOCATION 's3://bucket/prefix/'\nTBLPROPERTIES ('table_type'='DELTA');"));
         assert!(
             !ddl.contains("PARTITIONED BY"),
             "Athena takes the partitions from the log"
         );
-        let spark_ddl = spark(Schema::builtin(), "events", "/data/ds", &Partitioning::default());
+        let spark_ddl = spark(Schema::builtin(), "events", "/data/ds");
         assert!(spark_ddl.contains("CREATE TABLE IF NOT EXISTS `events`\nUSING delta\nLOCATION '/data/ds';"));
         let json: serde_json::Value =
             serde_json::from_str(&arrow_json(Schema::builtin(), &Partitioning::default())).unwrap();
