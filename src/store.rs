@@ -11,10 +11,9 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use globset::GlobMatcher;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
@@ -32,8 +31,6 @@ pub enum StoreError {
     /// Not a `#[source]`: the message is already the useful part of the chain, on one line.
     #[error("{url}: {}", one_line(.error))]
     Access { url: String, error: object_store::Error },
-    #[error("{path}: {error}")]
-    Local { path: String, error: io::Error },
     #[error("starting the network runtime: {0}")]
     Runtime(io::Error),
 }
@@ -346,73 +343,6 @@ impl Stores {
             runtime: self.runtime.handle().clone(),
         }
     }
-
-    /// The first key under `url`, if any: a new dataset is only written under an empty prefix.
-    pub fn first_key(&self, url: &S3Url) -> Result<Option<String>, StoreError> {
-        let store = self.store(&url.bucket)?;
-        let prefix = url.path();
-        let first = self
-            .runtime
-            .block_on(async { store.list(prefix.as_ref()).next().await })
-            .transpose()
-            .map_err(|error| StoreError::Access {
-                url: url.to_string(),
-                error,
-            })?;
-        Ok(first.map(|meta| meta.location.to_string()))
-    }
-
-    /// Uploads the files under `local` to `dest`, keeping their relative paths, in the order
-    /// given (`relative` paths with `/` separators); large files go up in parts. Returns the bytes
-    /// uploaded.
-    pub fn upload(
-        &self,
-        local: &Path,
-        dest: &S3Url,
-        relative: &[String],
-        on_file: &(dyn Fn(u64) + Sync),
-    ) -> Result<u64, StoreError> {
-        let store = self.store(&dest.bucket)?;
-        let mut total = 0;
-        for file in relative {
-            let source = local.join(file);
-            let target = dest.join(file);
-            let _span = info_span!("upload", url = %target).entered();
-            let bytes = self
-                .runtime
-                .block_on(upload_file(store.clone(), &source, &target))?;
-            on_file(bytes);
-            total += bytes;
-        }
-        Ok(total)
-    }
-}
-
-async fn upload_file(store: Arc<dyn ObjectStore>, source: &Path, target: &S3Url) -> Result<u64, StoreError> {
-    use tokio::io::AsyncWriteExt;
-    let local = |e| StoreError::Local {
-        path: source.display().to_string(),
-        error: e,
-    };
-    let remote = |e: io::Error| StoreError::Url {
-        url: target.to_string(),
-        message: format!("upload failed: {e}"),
-    };
-    let mut file = tokio::fs::File::open(source).await.map_err(local)?;
-    let location = target.path().ok_or_else(|| StoreError::Url {
-        url: target.to_string(),
-        message: "not an object key".into(),
-    })?;
-    let mut writer = object_store::buffered::BufWriter::new(store, location);
-    let bytes = match tokio::io::copy(&mut file, &mut writer).await {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            let _ = writer.abort().await;
-            return Err(remote(e));
-        }
-    };
-    writer.shutdown().await.map_err(remote)?;
-    Ok(bytes)
 }
 
 /// Splits a URL whose key holds glob characters into the literal prefix to list and a matcher

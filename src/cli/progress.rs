@@ -53,20 +53,4 @@ impl ProgressSink for Bar {
         self.bar
             .set_message(format!("{} (sorting and writing Parquet)", self.bar.message()));
     }
-
-    fn uploading(&self, files: usize, bytes: u64) {
-        self.bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} uploaded  {msg}",
-            )
-            .expect("the template is valid"),
-        );
-        self.bar.set_length(bytes);
-        self.bar.set_position(0);
-        self.bar.set_message(format!("{files} files"));
-    }
-
-    fn uploaded(&self, bytes: u64) {
-        self.bar.inc(bytes);
-    }
 }

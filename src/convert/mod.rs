@@ -144,9 +144,6 @@ pub trait ProgressSink: Sync {
     fn start(&self, _files: usize, _bytes: Option<u64>) {}
     fn file_done(&self, _events: u64, _bytes: u64) {}
     fn finishing(&self) {}
-    /// The dataset is complete locally and is being uploaded to an object store.
-    fn uploading(&self, _files: usize, _bytes: u64) {}
-    fn uploaded(&self, _bytes: u64) {}
 }
 
 /// A [`ProgressSink`] that ignores everything.

@@ -129,9 +129,6 @@ pub(super) fn convert_into(
             output.abandon();
             None
         } else {
-            if target.local_root.is_none() {
-                progress.uploading(written.files.len(), written.files.iter().map(|f| f.bytes).sum());
-            }
             Some(output.commit(&written.files, manifest)?)
         };
         match committed {

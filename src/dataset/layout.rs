@@ -5,8 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{DatasetError, Partitioning};
-use crate::schema::Schema;
+use super::DatasetError;
 
 /// Folder (ignored by Hive, Spark, Athena, DuckDB and DataFusion) holding keytrail's own records.
 pub const META_DIR: &str = "_keytrail";
@@ -53,17 +52,6 @@ pub struct DatasetMarker {
 }
 
 impl DatasetMarker {
-    /// The marker of a dataset this keytrail writes with `partitioning`.
-    pub fn current(partitioning: &Partitioning) -> DatasetMarker {
-        let schema = Schema::builtin();
-        DatasetMarker {
-            schema: schema.name().to_string(),
-            schema_version: schema.version(),
-            partition_by: partitioning.column_names(),
-            writer: format!("keytrail {}", env!("CARGO_PKG_VERSION")),
-        }
-    }
-
     /// Parses a marker's JSON; `location` names it in the error.
     pub fn parse(json: &[u8], location: &Path) -> Result<DatasetMarker, DatasetError> {
         serde_json::from_slice(json).map_err(|source| DatasetError::Json {
