@@ -23,7 +23,7 @@ use super::layout::{
     STAGING_PREFIX,
 };
 use super::manifest::{self, CommitRecord};
-use super::publish::{PendingRecord, Publisher, pending_path};
+use super::publish::{PendingRecord, Publisher, pending_path, write_pending};
 use super::table::{CommitOutcome, DELTA_LOG_DIR, PublishedFile, Table, TableFile, TableLocation};
 use super::{DataFile, DatasetError, InputRecord, Partitioning, io_error, partitioning};
 
@@ -401,49 +401,49 @@ impl OutputDir {
     /// another run committed some of the same inputs first, everything published is deleted
     /// again and [`Committed::InputsTaken`] says which.
     pub fn commit(mut self, files: &[DataFile], inputs: Vec<InputRecord>) -> Result<Committed, DatasetError> {
-        let quarantine = self.staged_quarantine_files()?;
-        let quarantine_root = self.quarantine_path();
-        let mut published: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
-        published.extend(quarantine.iter().map(|f| format!("{quarantine_root}/{f}")));
-        let pending_path = pending_path(&self.run_id);
-        match &self.publisher {
-            // The data files are uploaded already (and listed in the pending record).
-            Some(publisher) => {
-                publisher.finish_uploads()?;
-                let quarantine: Vec<String> =
-                    published.iter().filter(|f| !publisher.has(f)).cloned().collect();
-                publisher.announce(&quarantine)?;
-            }
-            None => {
-                let pending = PendingRecord {
-                    run_id: self.run_id.clone(),
-                    snapshot_version: self.table.version(),
-                    files: published,
-                    heartbeat: chrono::Utc::now().timestamp_millis(),
-                };
-                self.write_pending(&pending_path, &pending)?;
-            }
-        }
-        crash_point("after-pending-record");
         let staged_quarantine = self.quarantine_staging_dir();
+        let quarantine_root = self.quarantine_path();
+        // What this run publishes: each staged file and its path in the table.
         let mut moves: Vec<(PathBuf, String)> = files
             .iter()
             .map(|f| (self.staging.join(&f.path), f.path.clone()))
             .collect();
         moves.extend(
-            quarantine
+            self.staged_quarantine_files()?
                 .iter()
                 .map(|f| (staged_quarantine.join(f), format!("{quarantine_root}/{f}"))),
         );
-        let uploaded = |to: &str| self.publisher.as_ref().is_some_and(|p| p.has(to));
-        for (index, (from, to)) in moves.iter().filter(|(_, to)| !uploaded(to)).enumerate() {
-            self.publish(from, to)?;
-            if index == 0 {
-                crash_point("after-first-publish");
+        let pending_path = pending_path(&self.run_id);
+        match (&self.publisher, &self.local_root) {
+            // The writer uploaded the data files while the run went on (each listed in the
+            // pending record first); the quarantine goes up now, the same way.
+            (Some(publisher), _) => {
+                for (from, to) in moves.iter().skip(files.len()) {
+                    publisher.upload(from, to)?;
+                }
+                publisher.finish_uploads()?;
+                crash_point("after-pending-record");
             }
-        }
-        if let Some(root) = &self.local_root {
-            sync_directories(root, moves.iter().map(|(_, to)| to.as_str()))?;
+            (None, Some(root)) => {
+                let pending = PendingRecord {
+                    run_id: self.run_id.clone(),
+                    snapshot_version: self.table.version(),
+                    files: moves.iter().map(|(_, to)| to.clone()).collect(),
+                    heartbeat: chrono::Utc::now().timestamp_millis(),
+                };
+                self.table
+                    .runtime()
+                    .block_on(write_pending(self.table.location(), &pending))?;
+                crash_point("after-pending-record");
+                for (index, (from, to)) in moves.iter().enumerate() {
+                    move_into_place(root, from, to)?;
+                    if index == 0 {
+                        crash_point("after-first-publish");
+                    }
+                }
+                sync_directories(root, moves.iter().map(|(_, to)| to.as_str()))?;
+            }
+            (None, None) => unreachable!("an s3:// table always has a publisher"),
         }
         crash_point("before-delta-commit");
         pause_before_commit();
@@ -468,25 +468,19 @@ impl OutputDir {
             .map(|schema| (schema, &self.partitioning));
         let outcome = self.table.commit(
             &published_files,
-            record.clone(),
+            record,
             self.mode == OutputMode::Overwrite,
             new_description,
         )?;
         let result = match outcome {
-            CommitOutcome::Committed { version } => {
+            CommitOutcome::Committed { version, record } => {
                 crash_point("after-delta-commit");
-                let mut record = record;
-                record.sequence = self.table.keytrail_commits()?;
                 manifest::keep_copy(&self.table, version, &record)?;
                 Committed::Version(version)
             }
             CommitOutcome::InputsTaken(taken) => {
-                for path in files
-                    .iter()
-                    .map(|f| f.path.clone())
-                    .chain(quarantine.iter().map(|f| format!("{quarantine_root}/{f}")))
-                {
-                    self.table.delete_object(&path)?;
+                for (_, path) in &moves {
+                    self.table.delete_object(path)?;
                 }
                 Committed::InputsTaken(taken)
             }
@@ -494,34 +488,6 @@ impl OutputDir {
         self.table.delete_object(&pending_path)?;
         self.abandon();
         Ok(result)
-    }
-
-    fn write_pending(&self, path: &str, pending: &PendingRecord) -> Result<(), DatasetError> {
-        let json = serde_json::to_vec_pretty(pending).map_err(|source| DatasetError::Json {
-            path: PathBuf::from(path),
-            what: "pending record",
-            source,
-        })?;
-        Ok(self.table.put_object(path, json)?)
-    }
-
-    /// Moves (local) or uploads (`s3://`) one staged file to its final path.
-    fn publish(&self, from: &Path, to: &str) -> Result<(), DatasetError> {
-        match &self.local_root {
-            Some(root) => {
-                let target = root.join(to);
-                if let Some(parent) = target.parent() {
-                    fs::create_dir_all(parent).map_err(io_error(parent))?;
-                }
-                fs::rename(from, &target).map_err(io_error(&target))?;
-            }
-            None => {
-                self.table.upload_file(from, to)?;
-                let _ = fs::remove_file(from);
-            }
-        }
-        debug!(file = to, "published");
-        Ok(())
     }
 
     /// The quarantine's files, relative to its staging directory.
@@ -544,6 +510,17 @@ impl OutputDir {
     pub fn abandon(&mut self) {
         let _ = fs::remove_dir_all(&self.staging);
     }
+}
+
+/// Moves the staged file `from` to `to` (relative to the local table `root`).
+fn move_into_place(root: &Path, from: &Path, to: &str) -> Result<(), DatasetError> {
+    let target = root.join(to);
+    if let Some(parent) = target.parent() {
+        fs::create_dir_all(parent).map_err(io_error(parent))?;
+    }
+    fs::rename(from, &target).map_err(io_error(&target))?;
+    debug!(file = to, "published");
+    Ok(())
 }
 
 /// Makes the renames into every directory on the way to `files` durable, so a commit survives a

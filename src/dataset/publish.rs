@@ -55,7 +55,10 @@ enum Upload {
 pub(crate) struct Publisher {
     location: TableLocation,
     runtime: Handle,
-    record: Mutex<PendingRecord>,
+    /// Shared with the heartbeat task, which writes it again with a new time.
+    record: Arc<Mutex<PendingRecord>>,
+    /// Held while the pending record is written, so a heartbeat never puts back an older list.
+    writes: Arc<tokio::sync::Mutex<()>>,
     uploads: Mutex<BTreeMap<String, Upload>>,
     slots: Arc<Semaphore>,
     heartbeat: Mutex<Option<JoinHandle<()>>>,
@@ -71,12 +74,13 @@ impl Publisher {
         Publisher {
             location,
             runtime,
-            record: Mutex::new(PendingRecord {
+            record: Arc::new(Mutex::new(PendingRecord {
                 run_id: run_id.to_string(),
                 snapshot_version,
                 files: Vec::new(),
                 heartbeat: 0,
-            }),
+            })),
+            writes: Arc::new(tokio::sync::Mutex::new(())),
             uploads: Mutex::new(BTreeMap::new()),
             slots: Arc::new(Semaphore::new(UPLOADS)),
             heartbeat: Mutex::new(None),
@@ -85,30 +89,20 @@ impl Publisher {
 
     /// Adds `files` to the pending record and writes it (starting the heartbeat the first time).
     pub(crate) fn announce(&self, files: &[String]) -> Result<(), TableError> {
-        let record = {
-            let mut record = lock(&self.record);
-            record.files.extend(files.iter().cloned());
-            record.heartbeat = chrono::Utc::now().timestamp_millis();
-            record.clone()
-        };
-        self.runtime.block_on(write_pending(&self.location, &record))?;
+        lock(&self.record).files.extend(files.iter().cloned());
+        self.runtime
+            .block_on(write_current(&self.location, &self.record, &self.writes))?;
         let mut heartbeat = lock(&self.heartbeat);
         if heartbeat.is_none() {
             let location = self.location.clone();
-            let run_id = record.run_id.clone();
-            let path = pending_path(&run_id);
+            let record = self.record.clone();
+            let writes = self.writes.clone();
             *heartbeat = Some(self.runtime.spawn(async move {
                 let mut ticks = tokio::time::interval(HEARTBEAT);
                 ticks.tick().await;
                 loop {
                     ticks.tick().await;
-                    // The record as last written, with a new time: only its heartbeat changes.
-                    if let Ok(bytes) = get(&location, &path).await
-                        && let Ok(mut record) = serde_json::from_slice::<PendingRecord>(&bytes)
-                    {
-                        record.heartbeat = chrono::Utc::now().timestamp_millis();
-                        let _ = write_pending(&location, &record).await;
-                    }
+                    let _ = write_current(&location, &record, &writes).await;
                 }
             }));
         }
@@ -202,11 +196,6 @@ impl Publisher {
         Ok(())
     }
 
-    /// Whether `relative` was uploaded while the run went on.
-    pub(crate) fn has(&self, relative: &str) -> bool {
-        lock(&self.uploads).contains_key(relative)
-    }
-
     fn local_error(&self, path: &Path, error: std::io::Error) -> TableError {
         TableError::Invalid {
             table: self.location.to_string(),
@@ -239,7 +228,26 @@ async fn get(location: &TableLocation, relative: &str) -> Result<bytes::Bytes, T
     })
 }
 
-async fn write_pending(location: &TableLocation, record: &PendingRecord) -> Result<(), TableError> {
+/// Writes the pending record as it is now, with the time as its heartbeat.
+async fn write_current(
+    location: &TableLocation,
+    record: &Mutex<PendingRecord>,
+    writes: &tokio::sync::Mutex<()>,
+) -> Result<(), TableError> {
+    let _writing = writes.lock().await;
+    let current = {
+        let mut record = lock(record);
+        record.heartbeat = chrono::Utc::now().timestamp_millis();
+        record.clone()
+    };
+    write_pending(location, &current).await
+}
+
+/// Writes a run's pending record.
+pub(crate) async fn write_pending(
+    location: &TableLocation,
+    record: &PendingRecord,
+) -> Result<(), TableError> {
     let path = pending_path(&record.run_id);
     let json = serde_json::to_vec_pretty(record).map_err(|e| TableError::Invalid {
         table: location.to_string(),

@@ -169,9 +169,10 @@ pub struct TableFile {
 
 /// What [`Table::commit`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)]
 pub enum CommitOutcome {
-    /// The run's files are in the table at this version.
-    Committed { version: u64 },
+    /// The run's files are in the table at this version, with this record (its sequence set).
+    Committed { version: u64, record: CommitRecord },
     /// Commits made since this run started converted some of its inputs (their paths): nothing
     /// was committed.
     InputsTaken(Vec<String>),
@@ -346,30 +347,6 @@ impl Table {
         }
     }
 
-    /// Uploads the local file `source` to `path` (relative to the table root), in parts when
-    /// it is large.
-    pub fn upload_file(&self, source: &std::path::Path, path: &str) -> Result<(), TableError> {
-        use tokio::io::AsyncWriteExt;
-        let _span = info_span!("upload", path).entered();
-        let store = self.location.store();
-        let location = ObjectPath::from(path);
-        let result: std::io::Result<()> = self.runtime.block_on(async {
-            let mut file = tokio::fs::File::open(source).await?;
-            let mut writer = object_store::buffered::BufWriter::new(store, location);
-            match tokio::io::copy(&mut file, &mut writer).await {
-                Ok(_) => writer.shutdown().await,
-                Err(e) => {
-                    let _ = writer.abort().await;
-                    Err(e)
-                }
-            }
-        });
-        result.map_err(|e| TableError::Invalid {
-            table: self.location.to_string(),
-            problem: format!("uploading {} to {path}: {e}", source.display()),
-        })
-    }
-
     pub fn runtime(&self) -> &Handle {
         &self.runtime
     }
@@ -498,8 +475,7 @@ impl Table {
                 Ok(done) => {
                     let version = done.version();
                     info!(version, "committed");
-                    self.reload()?;
-                    return Ok(CommitOutcome::Committed { version });
+                    return Ok(CommitOutcome::Committed { version, record });
                 }
                 Err(DeltaTableError::Transaction {
                     source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction),

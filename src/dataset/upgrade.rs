@@ -79,15 +79,12 @@ pub fn upgrade(root: &Path, runtime: Handle) -> Result<Upgraded, DatasetError> {
     if !table.exists() {
         table.create(&schema.arrow_schema(), &partitioning)?;
     }
-    let mut files = Vec::new();
-    for path in runs
+    // Every run is committed: an interrupted one was refused above.
+    let files = runs
         .iter()
-        .filter(|r| r.state.as_deref() != Some("committing"))
         .flat_map(|r| &r.files)
-    {
-        files.push(published_file(root, path, &partitioning)?);
-    }
-    let inputs: Vec<InputRecord> = runs.iter().flat_map(|r| r.inputs.iter().cloned()).collect();
+        .map(|path| published_file(root, path, &partitioning))
+        .collect::<Result<Vec<_>, _>>()?;
     let rows = files.iter().map(|f| f.file.rows).sum();
     let record = CommitRecord {
         run_id: format!("upgrade-{}", runs.last().map_or("empty", |r| r.run_id.as_str())),
@@ -95,18 +92,16 @@ pub fn upgrade(root: &Path, runtime: Handle) -> Result<Upgraded, DatasetError> {
         replaces: false,
         rows,
         writer: format!("keytrail {} (upgrade)", env!("CARGO_PKG_VERSION")),
-        inputs: inputs.clone(),
+        inputs: runs.iter().flat_map(|r| r.inputs.iter().cloned()).collect(),
     };
-    let version = match table.commit(&files, record.clone(), false, None)? {
-        CommitOutcome::Committed { version } => version,
+    let (version, record) = match table.commit(&files, record, false, None)? {
+        CommitOutcome::Committed { version, record } => (version, record),
         CommitOutcome::InputsTaken(_) => {
             return Err(corrupt(
                 "another keytrail run committed to the table during the upgrade",
             ));
         }
     };
-    let mut record = record;
-    record.sequence = table.keytrail_commits()?;
     manifest::keep_copy(&table, version, &record)?;
     let runs_dir = root.join(META_DIR).join(RUNS_DIR);
     fs::remove_dir_all(&runs_dir).map_err(io_error(&runs_dir))?;
@@ -117,7 +112,7 @@ pub fn upgrade(root: &Path, runtime: Handle) -> Result<Upgraded, DatasetError> {
         runs: runs.len(),
         files: files.len(),
         rows,
-        inputs: inputs.len(),
+        inputs: record.inputs.len(),
         version,
     })
 }
