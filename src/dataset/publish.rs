@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
@@ -168,7 +167,7 @@ impl Publisher {
     /// deleted), for a partition whose files are merged again at the end.
     pub(crate) fn local_copy(&self, relative: &str, local: &Path) -> Result<PathBuf, TableError> {
         if self.wait(relative)? && !local.exists() {
-            let bytes = self.runtime.block_on(get(&self.location, relative))?;
+            let bytes = self.runtime.block_on(self.location.get(relative))?;
             if let Some(parent) = local.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| self.local_error(parent, e))?;
             }
@@ -180,17 +179,7 @@ impl Publisher {
     /// Deletes the uploaded file `relative`, which a merge replaced.
     pub(crate) fn discard(&self, relative: &str) -> Result<(), TableError> {
         if self.wait(relative)? {
-            let store = self.location.store();
-            let path = object_store::path::Path::from(relative);
-            match self.runtime.block_on(store.delete(&path)) {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => {
-                    return Err(TableError::Invalid {
-                        table: self.location.to_string(),
-                        problem: format!("deleting {relative}: {}", crate::store::one_line(&e)),
-                    });
-                }
-            }
+            self.runtime.block_on(self.location.delete(relative))?;
             lock(&self.uploads).remove(relative);
         }
         Ok(())
@@ -210,22 +199,6 @@ impl Drop for Publisher {
             heartbeat.abort();
         }
     }
-}
-
-async fn get(location: &TableLocation, relative: &str) -> Result<bytes::Bytes, TableError> {
-    let store = location.store();
-    let result = async {
-        store
-            .get(&object_store::path::Path::from(relative))
-            .await?
-            .bytes()
-            .await
-    }
-    .await;
-    result.map_err(|e| TableError::Invalid {
-        table: location.to_string(),
-        problem: format!("reading {relative}: {}", crate::store::one_line(&e)),
-    })
 }
 
 /// Writes the pending record as it is now, with the time as its heartbeat.
@@ -253,15 +226,7 @@ pub(crate) async fn write_pending(
         table: location.to_string(),
         problem: format!("{path}: {e}"),
     })?;
-    location
-        .store()
-        .put(&object_store::path::Path::from(path.as_str()), json.into())
-        .await
-        .map(|_| ())
-        .map_err(|e| TableError::Invalid {
-            table: location.to_string(),
-            problem: format!("writing {path}: {}", crate::store::one_line(&e)),
-        })
+    location.put(&path, json).await
 }
 
 /// Streams the local file `source` to `key` (relative to the table root) in parts.

@@ -112,6 +112,37 @@ impl TableLocation {
         &self.url
     }
 
+    /// The bytes of the object at `path` (relative to the table root).
+    pub async fn get(&self, path: &str) -> Result<bytes::Bytes, TableError> {
+        let store = self.store();
+        let result = async { store.get(&ObjectPath::from(path)).await?.bytes().await }.await;
+        result.map_err(|e| self.object_error("reading", path, e))
+    }
+
+    /// Writes the object at `path` (relative to the table root), replacing it.
+    pub async fn put(&self, path: &str, bytes: Vec<u8>) -> Result<(), TableError> {
+        self.store()
+            .put(&ObjectPath::from(path), bytes.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| self.object_error("writing", path, e))
+    }
+
+    /// Deletes the object at `path` (relative to the table root); one already gone is fine.
+    pub async fn delete(&self, path: &str) -> Result<(), TableError> {
+        match self.store().delete(&ObjectPath::from(path)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.object_error("deleting", path, e)),
+        }
+    }
+
+    fn object_error(&self, operation: &str, path: &str, error: object_store::Error) -> TableError {
+        TableError::Invalid {
+            table: self.to_string(),
+            problem: format!("{operation} {path}: {}", crate::store::one_line(&error)),
+        }
+    }
+
     /// delta-rs's handle on the table (not loaded).
     pub fn delta_table(&self) -> DeltaTable {
         DeltaTable::new(self.log_store())
@@ -125,10 +156,7 @@ impl TableLocation {
         match store.list(Some(&log)).next().await {
             None => Ok(false),
             Some(Ok(_)) => Ok(true),
-            Some(Err(e)) => Err(TableError::Invalid {
-                table: self.to_string(),
-                problem: format!("listing {DELTA_LOG_DIR}/: {}", crate::store::one_line(&e)),
-            }),
+            Some(Err(e)) => Err(self.object_error("listing", &format!("{DELTA_LOG_DIR}/"), e)),
         }
     }
 
@@ -306,7 +334,7 @@ impl Table {
             .runtime
             .block_on(store.list(Some(&prefix_path)).try_collect::<Vec<_>>());
         let mut keys: Vec<String> = listed
-            .map_err(|e| self.object_error("listing", prefix, e))?
+            .map_err(|e| self.location.object_error("listing", prefix, e))?
             .into_iter()
             .map(|meta| meta.location.to_string())
             .collect();
@@ -316,35 +344,17 @@ impl Table {
 
     /// The bytes of the object at `path` (relative to the table root).
     pub fn get_object(&self, path: &str) -> Result<bytes::Bytes, TableError> {
-        let store = self.location.store();
-        self.runtime
-            .block_on(async { store.get(&ObjectPath::from(path)).await?.bytes().await })
-            .map_err(|e| self.object_error("reading", path, e))
+        self.runtime.block_on(self.location.get(path))
     }
 
     /// Writes the object at `path` (relative to the table root), replacing it.
     pub fn put_object(&self, path: &str, bytes: Vec<u8>) -> Result<(), TableError> {
-        let store = self.location.store();
-        self.runtime
-            .block_on(store.put(&ObjectPath::from(path), bytes.into()))
-            .map(|_| ())
-            .map_err(|e| self.object_error("writing", path, e))
+        self.runtime.block_on(self.location.put(path, bytes))
     }
 
     /// Deletes the object at `path` (relative to the table root); one already gone is fine.
     pub fn delete_object(&self, path: &str) -> Result<(), TableError> {
-        let store = self.location.store();
-        match self.runtime.block_on(store.delete(&ObjectPath::from(path))) {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(self.object_error("deleting", path, e)),
-        }
-    }
-
-    fn object_error(&self, operation: &str, path: &str, error: object_store::Error) -> TableError {
-        TableError::Invalid {
-            table: self.location.to_string(),
-            problem: format!("{operation} {path}: {}", crate::store::one_line(&error)),
-        }
+        self.runtime.block_on(self.location.delete(path))
     }
 
     pub fn runtime(&self) -> &Handle {
