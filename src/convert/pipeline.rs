@@ -131,34 +131,9 @@ pub(super) fn convert_into(
         } else {
             Some(output.commit(&written.files, manifest)?)
         };
-        match committed {
-            None | Some(Committed::Version(_)) => {
-                let table_version = match committed {
-                    Some(Committed::Version(version)) => Some(version),
-                    _ => None,
-                };
-                let mut summary = ConvertSummary {
-                    output: options.output.clone(),
-                    run_id,
-                    table_version,
-                    schema_version: schema.version(),
-                    input_files: inputs.len(),
-                    unchanged_inputs: selection.unchanged,
-                    changed_inputs: selection.changed,
-                    attempts: attempt,
-                    ..ConvertSummary::default()
-                };
-                summary.add(problems, reports, written);
-                if summary.quarantined_records > 0 {
-                    summary.quarantine = Some(match &target.local_root {
-                        Some(root) => root.join(&quarantine_path),
-                        None => PathBuf::from(format!("{}/{quarantine_path}", target.location)),
-                    });
-                }
-                summary.elapsed_seconds = started.elapsed().as_secs_f64();
-                summary.events_per_second = summary.events_read as f64 / summary.elapsed_seconds.max(1e-9);
-                return Ok(summary);
-            }
+        let table_version = match committed {
+            None => None,
+            Some(Committed::Version(version)) => Some(version),
             Some(Committed::InputsTaken(taken)) => {
                 if options.mode != OutputMode::Incremental {
                     return Err(ConvertError::Output {
@@ -173,8 +148,30 @@ pub(super) fn convert_into(
                     taken = taken.len(),
                     attempt, "another run committed some of these inputs first; converting the rest again"
                 );
+                continue;
             }
+        };
+        let mut summary = ConvertSummary {
+            output: options.output.clone(),
+            run_id,
+            table_version,
+            schema_version: schema.version(),
+            input_files: inputs.len(),
+            unchanged_inputs: selection.unchanged,
+            changed_inputs: selection.changed,
+            attempts: attempt,
+            ..ConvertSummary::default()
+        };
+        summary.add(problems, reports, written);
+        if summary.quarantined_records > 0 {
+            summary.quarantine = Some(match &target.local_root {
+                Some(root) => root.join(&quarantine_path),
+                None => PathBuf::from(format!("{}/{quarantine_path}", target.location)),
+            });
         }
+        summary.elapsed_seconds = started.elapsed().as_secs_f64();
+        summary.events_per_second = summary.events_read as f64 / summary.elapsed_seconds.max(1e-9);
+        return Ok(summary);
     }
     Err(ConvertError::Output {
         output: target.location.to_string(),
