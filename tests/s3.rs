@@ -30,12 +30,18 @@ impl Drop for S3Server {
 }
 
 fn start_server(log: &Path) -> S3Server {
+    start_server_with(log, &[])
+}
+
+/// The server with more options of tests/s3/moto_s3.py (`--faults`, `--min-part-size`, ...).
+fn start_server_with(log: &Path, options: &[&str]) -> S3Server {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let python = python_venv("tests/s3/requirements.txt", "s3-venv");
     let mut command = Command::new(python);
     command
         .arg(root.join("tests/s3/moto_s3.py"))
-        .args(["--bucket", "trail-logs", "--bucket", "lake"]);
+        .args(["--bucket", "trail-logs", "--bucket", "lake"])
+        .args(options);
     for file in std::fs::read_dir(data("invictus/CloudTrail")).unwrap() {
         command.arg("--trail").arg(file.unwrap().path());
     }
@@ -551,7 +557,10 @@ fn late_rows_into_an_s3_table_are_merged_with_the_files_already_uploaded() {
 #[test]
 fn an_s3_run_killed_at_any_moment_then_rerun_has_every_event_once() {
     let scratch = tempfile::tempdir().unwrap();
-    let server = start_server(&scratch.path().join("moto.log"));
+    let moto_log = scratch.path().join("moto.log");
+    // Parts of 16 KiB (the server accepts them), so the 64 KiB files go up in several parts
+    // while they are written, and kills land in the middle of multipart uploads.
+    let server = start_server_with(&moto_log, &["--log-requests", "--min-part-size", "16384"]);
     let logs = scratch.path().join("logs");
     generate_tree(&logs, 20_000, 9, 500);
     let convert = |prefix: &str| {
@@ -573,6 +582,7 @@ fn an_s3_run_killed_at_any_moment_then_rerun_has_every_event_once() {
             .env("KEYTRAIL_PENDING_LEASE_MS", "0")
             // A second between the last upload and the commit, so some kills land there.
             .env("KEYTRAIL_PAUSE_BEFORE_COMMIT_MS", "1000")
+            .env("KEYTRAIL_UPLOAD_PART_BYTES", "16384")
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         command
@@ -602,4 +612,200 @@ fn an_s3_run_killed_at_any_moment_then_rerun_has_every_event_once() {
         kills_in_flight > 0,
         "no kill landed while files were uploaded: the loop tested nothing"
     );
+    let requests = std::fs::read_to_string(&moto_log).unwrap();
+    assert!(
+        requests.contains(".parquet?uploads") && requests.contains("partNumber=2"),
+        "the data files did not go up as multipart uploads"
+    );
+}
+
+/// Convert `logs` into `s3://lake/<prefix>` incrementally (`KEYTRAIL_*` hooks as given).
+fn convert_into_lake(server: &S3Server, logs: &Path, prefix: &str, hooks: &[(&str, &str)]) -> Output {
+    let mut command = keytrail(server);
+    command
+        .args([
+            "convert",
+            "--incremental",
+            "--progress",
+            "off",
+            "--json",
+            "--target-file-size",
+            "64KiB",
+            "-o",
+        ])
+        .arg(format!("s3://lake/{prefix}"))
+        .arg(logs)
+        .env("KEYTRAIL_UPLOAD_PART_BYTES", "16384");
+    for (name, value) in hooks {
+        command.env(name, value);
+    }
+    command.output().unwrap()
+}
+
+#[test]
+fn s3_errors_and_expired_credentials_mid_run_fail_it_with_nothing_committed() {
+    let scratch = tempfile::tempdir().unwrap();
+    let faults = scratch.path().join("faults.json");
+    let server = start_server_with(
+        &scratch.path().join("moto.log"),
+        &["--faults", faults.to_str().unwrap(), "--min-part-size", "16384"],
+    );
+    let logs = scratch.path().join("logs");
+    generate_tree(&logs, 6_000, 5, 500);
+    // How many writes an undisturbed run makes (counted by the server), so the faults below
+    // land all through a run, the commit and what follows it included.
+    std::fs::write(&faults, r#"{"bucket":"lake","after":1000000}"#).unwrap();
+    let clean = convert_into_lake(&server, &logs, "clean", &[]);
+    assert!(
+        clean.status.success(),
+        "{}",
+        String::from_utf8_lossy(&clean.stderr)
+    );
+    assert_eq!(rows_and_ids(&server, "s3://lake/clean"), (6_000, 6_000));
+    let writes: u64 = std::fs::read_to_string(faults.with_extension("writes"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(writes > 10, "a run wrote only {writes} times");
+    let mut failed_before_commit = 0;
+    let mut afters: Vec<u64> = (0..6).map(|k| k * writes / 6).collect();
+    afters.extend([writes - 3, writes - 2, writes - 1]);
+    for (index, after) in afters.into_iter().enumerate() {
+        let (code, status) = if index % 2 == 0 {
+            ("ExpiredToken", 400)
+        } else {
+            ("AccessDenied", 403)
+        };
+        let prefix = format!("fault-{after}");
+        // Armed anew (the count starts again) for each run.
+        std::fs::write(&faults, "").unwrap();
+        std::fs::write(
+            &faults,
+            format!(r#"{{"bucket":"lake","after":{after},"status":{status},"code":"{code}"}}"#),
+        )
+        .unwrap();
+        let failed = convert_into_lake(&server, &logs, &prefix, &[]);
+        std::fs::write(&faults, "").unwrap();
+        let stderr = String::from_utf8_lossy(&failed.stderr);
+        let (_, live) = parquet_keys(&server, &prefix);
+        if failed.status.success() {
+            // The faults came after the commit (the record's copy, the pending record's
+            // removal): the run's data is in, and the warning says what the next run tidies.
+            assert!(
+                after >= writes - 2,
+                "{prefix}: succeeded although a write failed before the commit"
+            );
+            assert!(
+                stderr.contains(code) && stderr.contains("committed as version"),
+                "{prefix}: {stderr}"
+            );
+            assert_eq!(
+                rows_and_ids(&server, &format!("s3://lake/{prefix}")),
+                (6_000, 6_000)
+            );
+            let again = convert_into_lake(&server, &logs, &prefix, &[("KEYTRAIL_PENDING_LEASE_MS", "0")]);
+            assert!(
+                again.status.success(),
+                "{prefix}: {}",
+                String::from_utf8_lossy(&again.stderr)
+            );
+            assert_eq!(summary_of(&again)["rows_written"], 0, "{prefix}: nothing new");
+            assert_eq!(
+                rows_and_ids(&server, &format!("s3://lake/{prefix}")),
+                (6_000, 6_000)
+            );
+            let (on_store, live) = parquet_keys(&server, &prefix);
+            assert_eq!(on_store, live, "{prefix}");
+            continue;
+        }
+        assert_eq!(failed.status.code(), Some(1), "{prefix}: {stderr}");
+        assert!(
+            stderr.contains(code) && stderr.contains("s3://lake/") && !stderr.contains("panicked"),
+            "{prefix}: the error names the S3 failure and the table:\n{stderr}"
+        );
+        assert!(live.is_empty(), "{prefix}: a failed run committed {live:?}");
+        failed_before_commit += 1;
+        // The rerun (the failed run is dead: its leftovers may go at once) converts everything
+        // once and removes what the failed run uploaded.
+        let rerun = convert_into_lake(&server, &logs, &prefix, &[("KEYTRAIL_PENDING_LEASE_MS", "0")]);
+        assert!(
+            rerun.status.success(),
+            "{prefix}: {}",
+            String::from_utf8_lossy(&rerun.stderr)
+        );
+        assert_eq!(
+            rows_and_ids(&server, &format!("s3://lake/{prefix}")),
+            (6_000, 6_000),
+            "{prefix}"
+        );
+        let (on_store, live) = parquet_keys(&server, &prefix);
+        assert_eq!(on_store, live, "{prefix}: no file of the failed run is left");
+    }
+    assert!(
+        failed_before_commit >= 3,
+        "too few faults landed before the commit: {failed_before_commit}"
+    );
+}
+
+#[test]
+fn the_quarantine_of_an_s3_table_keeps_the_original_bytes() {
+    let scratch = tempfile::tempdir().unwrap();
+    let server = start_server(&scratch.path().join("moto.log"));
+    let logs = scratch.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let malformed = br#"{"eventTime":"2023-07-10T11:42:13Z","eventName": oops}"#;
+    let good = r#"{"eventVersion":"1.08","eventTime":"2023-07-10T11:42:12Z","eventSource":"kms.amazonaws.com","eventName":"Decrypt","awsRegion":"eu-west-1","eventID":"5f1a9c64-0000-4000-8000-000000000001","recipientAccountId":"111122223333"}"#;
+    let mut delivery = format!(r#"{{"Records":[{good},"#).into_bytes();
+    delivery.extend_from_slice(malformed);
+    delivery.extend_from_slice(b"]}");
+    std::fs::write(logs.join("delivery.json"), &delivery).unwrap();
+    let output = keytrail(&server)
+        .args([
+            "convert",
+            "--progress",
+            "off",
+            "-q",
+            "--json",
+            "-o",
+            "s3://lake/q",
+        ])
+        .arg(&logs)
+        .output()
+        .unwrap();
+    // A quarantined record makes the run partial (exit code 3), not failed.
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary = summary_of(&output);
+    assert_eq!(summary["rows_written"], 1, "{summary}");
+    assert_eq!(summary["quarantined_records"], 1, "{summary}");
+    let place = summary["quarantine"].as_str().unwrap().to_string();
+    assert!(place.starts_with("s3://lake/q/_keytrail/quarantine/"), "{place}");
+
+    // Read it back from the bucket (not through keytrail's store) and check the bytes.
+    use object_store::ObjectStoreExt;
+    let (runtime, store) = lake(&server);
+    let copy = scratch.path().join("quarantine");
+    std::fs::create_dir_all(&copy).unwrap();
+    for name in ["reasons.jsonl", "records.bin"] {
+        let key = format!("{}/{name}", place.trim_start_matches("s3://lake/"));
+        let bytes = runtime
+            .block_on(async {
+                store
+                    .get(&object_store::path::Path::from(key.as_str()))
+                    .await?
+                    .bytes()
+                    .await
+            })
+            .unwrap_or_else(|e| panic!("{key}: {e}"));
+        std::fs::write(copy.join(name), &bytes).unwrap();
+    }
+    let entries = keytrail::dataset::quarantine::read_quarantine(&copy).unwrap();
+    assert_eq!(entries.len(), 1);
+    let (entry, bytes) = &entries[0];
+    assert_eq!(bytes.as_slice(), malformed.as_slice());
+    assert!(entry.input.ends_with("delivery.json"), "{entry:?}");
 }

@@ -20,7 +20,9 @@ use super::report::{FileReport, Problem};
 use super::run_state::RunState;
 use super::{ConvertError, ConvertOptions, ConvertSummary, ProgressSink};
 use crate::dataset::quarantine::Quarantine;
-use crate::dataset::{Committed, InputRecord, OutputDir, OutputMode, TableLocation, prepare_output};
+use crate::dataset::{
+    Committed, InputRecord, OutputDir, OutputMode, TableLocation, UploadBudget, prepare_output,
+};
 use crate::flatten::Flattener;
 use crate::read::{Input, discover};
 use crate::schema::Schema;
@@ -90,6 +92,7 @@ pub(super) fn convert_into(
             &options.write.partitioning,
             &schema.arrow_schema(),
             stores.handle().clone(),
+            UploadBudget::within(options.write.memory_limit_bytes),
         )?;
         let selection = select_inputs(discovery.inputs.clone(), &output)?;
         for changed in &selection.changed {

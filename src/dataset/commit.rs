@@ -25,7 +25,7 @@ use super::layout::{
 use super::manifest::{self, CommitRecord};
 use super::publish::{PendingRecord, Publisher, pending_path, write_pending};
 use super::table::{CommitOutcome, DELTA_LOG_DIR, PublishedFile, Table, TableFile, TableLocation};
-use super::{DataFile, DatasetError, InputRecord, Partitioning, io_error, partitioning};
+use super::{DataFile, DatasetError, InputRecord, Partitioning, UploadBudget, io_error, partitioning};
 
 /// How long an `s3://` run's pending record may go without a heartbeat before another run takes
 /// its owner for dead and deletes what it published.
@@ -100,6 +100,7 @@ pub fn prepare_output(
     partitioning: &Partitioning,
     arrow_schema: &arrow::datatypes::Schema,
     runtime: Handle,
+    upload_budget: UploadBudget,
 ) -> Result<OutputDir, DatasetError> {
     if let Some(root) = local_root {
         fs::create_dir_all(root).map_err(io_error(root))?;
@@ -146,6 +147,7 @@ pub fn prepare_output(
             table.runtime().clone(),
             &run_id,
             table.version(),
+            upload_budget,
         ))
     });
     Ok(OutputDir {
@@ -475,17 +477,27 @@ impl OutputDir {
         let result = match outcome {
             CommitOutcome::Committed { version, record } => {
                 crash_point("after-delta-commit");
-                manifest::keep_copy(&self.table, version, &record)?;
+                // The run's data is in the table now: what fails after this does not fail the
+                // run. A missing copy is made again from the log by the next run, and a pending
+                // record whose commit landed is removed by the next run without its files.
+                if let Err(error) = manifest::keep_copy(&self.table, version, &record) {
+                    warn!(
+                        "committed as version {version}, but {error:#}; the next run copies the record from the log"
+                    );
+                }
+                if let Err(error) = self.table.delete_object(&pending_path) {
+                    warn!("committed as version {version}, but {error:#}; the next run removes it");
+                }
                 Committed::Version(version)
             }
             CommitOutcome::InputsTaken(taken) => {
                 for (_, path) in &moves {
                     self.table.delete_object(path)?;
                 }
+                self.table.delete_object(&pending_path)?;
                 Committed::InputsTaken(taken)
             }
         };
-        self.table.delete_object(&pending_path)?;
         self.abandon();
         Ok(result)
     }

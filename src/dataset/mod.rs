@@ -15,6 +15,7 @@ pub mod quarantine;
 pub mod stats;
 pub mod table;
 pub mod upgrade;
+pub(crate) mod upload_stream;
 
 use std::path::{Path, PathBuf};
 
@@ -23,6 +24,7 @@ pub use layout::DatasetMarker;
 pub use manifest::InputRecord;
 pub use partitioning::{PartitionError, PartitionKey, Partitioning};
 pub use table::{Table, TableError, TableLocation};
+pub use upload_stream::UploadBudget;
 
 /// Errors reading or changing a dataset. Each names the path or table involved.
 #[derive(Debug, thiserror::Error)]

@@ -4,8 +4,9 @@
 //!
 //! Before the first upload the run's pending record (`_keytrail/pending/<run>.json`) lists what
 //! it has uploaded, and a heartbeat keeps it fresh while the run lives: a run killed at any
-//! moment leaves nothing a later run cannot find and delete (see [`super::commit`]). Uploads run
-//! on the I/O runtime, two at a time, each with at most two parts in flight.
+//! moment leaves nothing a later run cannot find and delete (see [`super::commit`]). Data files
+//! stream up while they are written ([`super::upload_stream`]); parts in flight, across all
+//! files, are bounded by the run's [`UploadBudget`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,13 +21,11 @@ use tracing::{Instrument, debug, info_span};
 
 use super::layout::{META_DIR, PENDING_DIR};
 use super::table::{TableError, TableLocation};
+use super::upload_stream::{UploadBudget, UploadStream, UploadTask};
 use crate::sync::lock;
 
 /// How often a live run refreshes its pending record.
 pub const HEARTBEAT: Duration = Duration::from_secs(60);
-/// Uploads at once, and parts in flight per upload (each part is up to 10 MiB in memory).
-const UPLOADS: usize = 2;
-const PARTS_IN_FLIGHT: usize = 2;
 
 /// `_keytrail/pending/<run>.json`: what a run has published (or is publishing) but not committed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -46,7 +45,7 @@ pub(crate) fn pending_path(run_id: &str) -> String {
 }
 
 enum Upload {
-    Running(JoinHandle<Result<(), String>>),
+    Running(UploadTask),
     Done,
 }
 
@@ -59,7 +58,9 @@ pub(crate) struct Publisher {
     /// Held while the pending record is written, so a heartbeat never puts back an older list.
     writes: Arc<tokio::sync::Mutex<()>>,
     uploads: Mutex<BTreeMap<String, Upload>>,
+    /// One permit per part in flight.
     slots: Arc<Semaphore>,
+    budget: UploadBudget,
     heartbeat: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -69,6 +70,7 @@ impl Publisher {
         runtime: Handle,
         run_id: &str,
         snapshot_version: Option<u64>,
+        budget: UploadBudget,
     ) -> Publisher {
         Publisher {
             location,
@@ -81,7 +83,8 @@ impl Publisher {
             })),
             writes: Arc::new(tokio::sync::Mutex::new(())),
             uploads: Mutex::new(BTreeMap::new()),
-            slots: Arc::new(Semaphore::new(UPLOADS)),
+            slots: Arc::new(Semaphore::new(budget.parts_in_flight)),
+            budget,
             heartbeat: Mutex::new(None),
         }
     }
@@ -108,29 +111,60 @@ impl Publisher {
         Ok(())
     }
 
-    /// Starts uploading the closed file `local` to `relative`; its local copy is deleted once
-    /// uploaded.
-    pub(crate) fn upload(&self, local: &Path, relative: &str) -> Result<(), TableError> {
+    /// The URL of the object at `relative` (for messages).
+    pub(crate) fn object_url(&self, relative: &str) -> String {
+        format!("{}/{relative}", self.location)
+    }
+
+    /// What the uploads may hold in memory.
+    pub(crate) fn budget(&self) -> UploadBudget {
+        self.budget
+    }
+
+    /// A stream to `relative` for a data file being written, spooling at `spool` (listed in the
+    /// pending record before any byte goes up); hand its [`UploadStream::finish`] to
+    /// [`Publisher::track`].
+    pub(crate) fn stream(&self, relative: &str, spool: &Path) -> Result<UploadStream, TableError> {
         self.announce(&[relative.to_string()])?;
-        let location = self.location.clone();
-        let slots = self.slots.clone();
-        let local = local.to_path_buf();
+        UploadStream::new(
+            self.location.store(),
+            relative,
+            spool,
+            self.runtime.clone(),
+            self.slots.clone(),
+            self.budget,
+        )
+        .map_err(|e| self.local_error(spool, e))
+    }
+
+    /// Follows the completion of the upload of `relative`.
+    pub(crate) fn track(&self, relative: &str, task: UploadTask) {
+        let span = info_span!("upload", key = %relative);
         let key = relative.to_string();
-        let span = info_span!("upload", key = %key);
         let task = self.runtime.spawn(
             async move {
-                let _slot = slots.acquire_owned().await.map_err(|e| e.to_string())?;
-                upload_file(&location, &local, &key)
-                    .await
-                    .map_err(|e| format!("uploading to {key}: {e}"))?;
-                let _ = tokio::fs::remove_file(&local).await;
-                debug!(key, "uploaded");
-                super::commit::crash_point("after-first-upload");
-                Ok(())
+                let outcome = task.await.map_err(|e| e.to_string()).and_then(|r| r);
+                if outcome.is_ok() {
+                    debug!(key, "uploaded");
+                    super::commit::crash_point("after-first-upload");
+                }
+                outcome
             }
             .instrument(span),
         );
         lock(&self.uploads).insert(relative.to_string(), Upload::Running(task));
+    }
+
+    /// Starts uploading the closed local file `local` (a quarantine file) to `relative`; its
+    /// local copy is deleted once uploaded.
+    pub(crate) fn upload(&self, local: &Path, relative: &str) -> Result<(), TableError> {
+        let mut stream = self.stream(relative, &local.with_extension("upload"))?;
+        let copied = std::fs::File::open(local).and_then(|mut file| std::io::copy(&mut file, &mut stream));
+        let task = copied
+            .and_then(|_| stream.finish())
+            .map_err(|e| self.local_error(local, e))?;
+        self.track(relative, task);
+        let _ = std::fs::remove_file(local);
         Ok(())
     }
 
@@ -227,20 +261,4 @@ pub(crate) async fn write_pending(
         problem: format!("{path}: {e}"),
     })?;
     location.put(&path, json).await
-}
-
-/// Streams the local file `source` to `key` (relative to the table root) in parts.
-pub(crate) async fn upload_file(location: &TableLocation, source: &Path, key: &str) -> std::io::Result<()> {
-    use tokio::io::AsyncWriteExt;
-    let mut file = tokio::fs::File::open(source).await?;
-    let mut writer =
-        object_store::buffered::BufWriter::new(location.store(), object_store::path::Path::from(key))
-            .with_max_concurrency(PARTS_IN_FLIGHT);
-    match tokio::io::copy(&mut file, &mut writer).await {
-        Ok(_) => writer.shutdown().await,
-        Err(e) => {
-            let _ = writer.abort().await;
-            Err(e)
-        }
-    }
 }

@@ -159,15 +159,21 @@ pub struct DatasetWriter {
 impl DatasetWriter {
     /// A writer of batches of `schema` (keytrail's flattened schema) into `output`. A schema
     /// without the columns the writer sorts and partitions by is refused, and `output`'s staging
-    /// area removed.
+    /// area removed. An `s3://` output's upload buffers come out of the memory limit.
     pub fn new(
         mut output: OutputDir,
         schema: SchemaRef,
-        options: WriteOptions,
+        mut options: WriteOptions,
     ) -> Result<DatasetWriter, WriteError> {
         if let Err(error) = check_schema(&schema, &options) {
             output.abandon();
             return Err(error);
+        }
+        if let Some(publisher) = output.publisher() {
+            let limit = options.memory_limit_bytes;
+            options.memory_limit_bytes = limit
+                .saturating_sub(publisher.budget().reserved_bytes())
+                .max(limit / 2);
         }
         Ok(DatasetWriter {
             output,
@@ -442,6 +448,7 @@ mod tests {
             partitioning,
             &Schema::builtin().arrow_schema(),
             runtime.handle().clone(),
+            crate::dataset::UploadBudget::default(),
         )
         .expect("output")
     }

@@ -1,7 +1,7 @@
 //! Parquet files of one partition, rolled at a size threshold.
 
 use std::fs::{self, File};
-use std::io::BufWriter;
+use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
 use arrow::array::RecordBatch;
@@ -13,6 +13,8 @@ use parquet::schema::types::ColumnPath;
 use tracing::debug;
 
 use super::{WriteError, WriteOptions, io_error};
+use crate::dataset::publish::Publisher;
+use crate::dataset::upload_stream::UploadStream;
 use crate::dataset::{DataFile, OutputDir};
 use crate::schema::{ColumnType, SCHEMA_NAME_KEY, SCHEMA_VERSION_KEY, Schema};
 
@@ -59,8 +61,31 @@ pub fn writer_properties(options: &WriteOptions) -> WriterProperties {
         .build()
 }
 
+/// Where a file's bytes go: a staged local file, or straight up to its S3 key.
+enum FileSink {
+    Local(BufWriter<File>),
+    Upload(UploadStream, std::sync::Arc<Publisher>),
+}
+
+impl Write for FileSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            FileSink::Local(file) => file.write(buf),
+            FileSink::Upload(stream, _) => stream.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            FileSink::Local(file) => file.flush(),
+            FileSink::Upload(stream, _) => stream.flush(),
+        }
+    }
+}
+
 struct OpenFile {
-    writer: ArrowWriter<BufWriter<File>>,
+    writer: ArrowWriter<FileSink>,
+    /// The staged file, or the object's URL for an upload (named in errors).
     staging: PathBuf,
     relative: String,
     rows: u64,
@@ -81,8 +106,8 @@ pub(crate) struct RollingWriter {
     current: Option<OpenFile>,
     files: Vec<DataFile>,
     next_index: usize,
-    /// For an `s3://` table: each closed file is uploaded at once.
-    publisher: Option<std::sync::Arc<crate::dataset::publish::Publisher>>,
+    /// For an `s3://` table: files stream to their keys while they are written.
+    publisher: Option<std::sync::Arc<Publisher>>,
 }
 
 impl RollingWriter {
@@ -153,16 +178,25 @@ impl RollingWriter {
         if let Some(parent) = staging.parent() {
             fs::create_dir_all(parent).map_err(io_error(parent))?;
         }
-        let file = File::create(&staging).map_err(io_error(&staging))?;
-        let writer = ArrowWriter::try_new(
-            BufWriter::with_capacity(1 << 20, file),
-            self.schema.clone(),
-            Some(self.properties.clone()),
-        )
-        .map_err(|source| WriteError::Parquet {
-            path: staging.clone(),
-            source,
-        })?;
+        let (sink, staging) = match &self.publisher {
+            Some(publisher) => {
+                let stream = publisher
+                    .stream(&relative, &staging)
+                    .map_err(crate::dataset::DatasetError::from)?;
+                let url = PathBuf::from(publisher.object_url(&relative));
+                (FileSink::Upload(stream, publisher.clone()), url)
+            }
+            None => {
+                let file = File::create(&staging).map_err(io_error(&staging))?;
+                (FileSink::Local(BufWriter::with_capacity(1 << 20, file)), staging)
+            }
+        };
+        let writer = ArrowWriter::try_new(sink, self.schema.clone(), Some(self.properties.clone())).map_err(
+            |source| WriteError::Parquet {
+                path: staging.clone(),
+                source,
+            },
+        )?;
         Ok(OpenFile {
             writer,
             staging,
@@ -216,18 +250,21 @@ impl RollingWriter {
             source,
         })?;
         let stats = crate::dataset::stats::delta_stats(&metadata, &self.schema);
-        // `finish` wrote the footer and flushed the buffer into the file (`into_inner` would
+        // `finish` wrote the footer and flushed the buffer into the sink (`into_inner` would
         // write the footer a second time).
-        let file = writer.inner().get_ref();
-        // Durable before it is renamed into place.
-        file.sync_all().map_err(io_error(&staging))?;
-        let bytes = file.metadata().map_err(io_error(&staging))?.len();
+        let bytes = match writer.inner_mut() {
+            FileSink::Upload(stream, publisher) => {
+                publisher.track(&relative, stream.finish().map_err(io_error(&staging))?);
+                stream.written()
+            }
+            FileSink::Local(buffered) => {
+                let file = buffered.get_ref();
+                // Durable before it is renamed into place.
+                file.sync_all().map_err(io_error(&staging))?;
+                file.metadata().map_err(io_error(&staging))?.len()
+            }
+        };
         debug!(file = %relative, rows, bytes, peak_buffer_bytes, "parquet file written");
-        if let Some(publisher) = &self.publisher {
-            publisher
-                .upload(&staging, &relative)
-                .map_err(crate::dataset::DatasetError::from)?;
-        }
         self.files.push(DataFile {
             path: relative,
             rows,

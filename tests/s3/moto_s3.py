@@ -8,17 +8,77 @@ gzip-compressed), adds one digest file under CloudTrail-Digest/, prints one line
     ready endpoint=http://127.0.0.1:PORT objects=N records=M
 
 and serves until its standard input is closed.
+
+--faults FILE injects S3 errors: while FILE holds a JSON object such as
+{"bucket": "lake", "after": 3, "status": 400, "code": "ExpiredToken"}, the first `after` write
+requests (PUT, POST, DELETE) to the bucket since the file last changed succeed and every later
+one is answered with that error, as S3 answers a request signed with expired credentials. The
+number of write requests counted so far is kept in FILE.writes.
+--min-part-size lowers the smallest multipart part the server accepts (S3's is 5 MiB).
 """
 
 import argparse
 import gzip
 import hashlib
 import json
+import os
 import sys
+import threading
 from pathlib import Path
 
-import boto3
-from moto.server import ThreadedMotoServer
+
+class Faults:
+    """WSGI middleware answering write requests with the error the faults file names."""
+
+    def __init__(self, app, path: Path):
+        self.app = app
+        self.path = path
+        self.lock = threading.Lock()
+        self.armed = None
+        self.writes = 0
+
+    def spec(self):
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return None
+        if not text.strip():
+            return None
+        with self.lock:
+            if text != self.armed:
+                self.armed, self.writes = text, 0
+        return json.loads(text)
+
+    def __call__(self, environ, start_response):
+        spec = self.spec()
+        method = environ["REQUEST_METHOD"]
+        path = environ.get("PATH_INFO", "")
+        if spec and method in ("PUT", "POST", "DELETE") and path.startswith(f"/{spec['bucket']}/"):
+            with self.lock:
+                self.writes += 1
+                failing = self.writes > spec.get("after", 0)
+                self.path.with_suffix(".writes").write_text(str(self.writes))
+            if failing:
+                length = int(environ.get("CONTENT_LENGTH") or 0)
+                if length:
+                    environ["wsgi.input"].read(length)
+                code = spec.get("code", "ExpiredToken")
+                message = spec.get("message", {
+                    "ExpiredToken": "The provided token has expired.",
+                    "AccessDenied": "Access Denied",
+                }.get(code, "We encountered an internal error. Please try again."))
+                body = (
+                    '<?xml version="1.0" encoding="UTF-8"?>'
+                    f"<Error><Code>{code}</Code><Message>{message}</Message></Error>"
+                ).encode()
+                status = int(spec.get("status", 400))
+                reason = {400: "Bad Request", 403: "Forbidden", 500: "Internal Server Error"}.get(status, "Error")
+                start_response(
+                    f"{status} {reason}",
+                    [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))],
+                )
+                return [body]
+        return self.app(environ, start_response)
 
 
 def delivery_key(path: Path, records: list) -> str:
@@ -41,9 +101,39 @@ def main() -> int:
     parser.add_argument("--trail", action="append", default=[], type=Path)
     parser.add_argument("--log-requests", action="store_true",
                         help="log every request on stderr (to count a run's S3 requests)")
+    parser.add_argument("--faults", type=Path, help="a file that arms injected S3 errors")
+    parser.add_argument("--min-part-size", type=int, help="smallest multipart part accepted")
     args = parser.parse_args()
+    if args.min_part_size:
+        # Read by moto when it is imported.
+        os.environ["S3_UPLOAD_PART_MIN_SIZE"] = str(args.min_part_size)
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=args.log_requests)
+    import boto3
+    from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
+
+    class Server(ThreadedMotoServer):
+        def _server_entry(self) -> None:
+            app = DomainDispatcherApplication(create_backend_app)
+            if args.faults:
+                app = Faults(app, args.faults)
+            self._server = make_server(
+                self._ip_address, self._port, app, True, request_handler=MotoRequestHandler
+            )
+            self._server_ready_event.set()
+            self._server.serve_forever()
+
+    if not args.log_requests:
+        import logging
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    # Not verbose: that prints on stdout, where the test reads the `ready` line.
+    server = Server(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
