@@ -25,7 +25,9 @@ use super::layout::{
 use super::manifest::{self, CommitRecord};
 use super::publish::{PendingRecord, Publisher, pending_path, write_pending};
 use super::table::{CommitOutcome, DELTA_LOG_DIR, PublishedFile, Table, TableFile, TableLocation};
-use super::{DataFile, DatasetError, InputRecord, Partitioning, UploadBudget, io_error, partitioning};
+use super::{
+    DataFile, DatasetError, InputRecord, Partitioning, TableFileReader, UploadBudget, io_error, partitioning,
+};
 
 /// How long an `s3://` run's pending record may go without a heartbeat before another run takes
 /// its owner for dead and deletes what it published.
@@ -370,33 +372,28 @@ impl OutputDir {
         Ok(manifest::converted_inputs(&self.table)?)
     }
 
-    /// The table's files in a partition this run adds to (none unless incremental), as local
-    /// paths: an `s3://` table's are downloaded into the staging area first.
-    pub fn existing_files(&self, partition: &str) -> Result<Vec<PathBuf>, DatasetError> {
+    /// The table's files in a partition this run adds to (none unless incremental), opened for
+    /// ranged reads (an `s3://` table's are read in place, column chunk by column chunk).
+    pub fn existing_files(&self, partition: &str) -> Result<Vec<TableFileReader>, DatasetError> {
         if self.mode != OutputMode::Incremental {
             return Ok(Vec::new());
         }
-        let mut paths = Vec::new();
+        let mut readers = Vec::new();
         for file in &self.files_at_start {
             if Path::new(&file.path).parent().map(|p| p.to_string_lossy()) != Some(partition.into()) {
                 continue;
             }
-            match &self.local_root {
-                Some(root) => paths.push(root.join(&file.path)),
-                None => {
-                    let local = self.staging.join("_existing").join(&file.path);
-                    if !local.exists() {
-                        let bytes = self.table.get_object(&file.path)?;
-                        if let Some(parent) = local.parent() {
-                            fs::create_dir_all(parent).map_err(io_error(parent))?;
-                        }
-                        fs::write(&local, &bytes).map_err(io_error(&local))?;
-                    }
-                    paths.push(local);
-                }
-            }
+            readers.push(match &self.local_root {
+                Some(root) => TableFileReader::local(&root.join(&file.path)),
+                None => TableFileReader::remote(
+                    self.table.location(),
+                    &file.path,
+                    file.size,
+                    self.table.runtime().clone(),
+                ),
+            });
         }
-        Ok(paths)
+        Ok(readers)
     }
 
     /// Publishes the staged files (and quarantine) and commits them with the run's inputs. When

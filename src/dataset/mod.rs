@@ -7,6 +7,7 @@
 
 pub mod commit;
 pub mod ddl;
+pub mod file_reader;
 pub mod layout;
 pub mod manifest;
 pub mod partitioning;
@@ -20,6 +21,7 @@ pub(crate) mod upload_stream;
 use std::path::{Path, PathBuf};
 
 pub use commit::{Committed, OutputDir, OutputMode, prepare_output};
+pub use file_reader::TableFileReader;
 pub use layout::DatasetMarker;
 pub use manifest::InputRecord;
 pub use partitioning::{PartitionError, PartitionKey, Partitioning};

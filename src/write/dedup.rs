@@ -2,15 +2,15 @@
 //! the partition (adjacent, thanks to the sort order) or, incrementally, by an earlier run.
 
 use std::collections::HashSet;
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::DataType;
 use xxhash_rust::xxh3::Xxh3;
 
+use super::WriteError;
 use super::sort::{KeyColumns, SORT_COLUMNS, key_columns, row_key, text_at};
-use super::{WriteError, io_error};
+use crate::dataset::TableFileReader;
 
 /// The column whose account stands in for a missing `recipient_account_id`.
 const CALLER_ACCOUNT_COLUMN: &str = "user_identity_account_id";
@@ -110,24 +110,24 @@ pub(super) struct Dedup {
 
 impl Dedup {
     /// Reads the identities of a partition's committed files (incremental runs), once.
-    pub(super) fn load_committed(&mut self, existing_files: &[PathBuf]) -> Result<(), WriteError> {
+    pub(super) fn load_committed(&mut self, existing_files: &[TableFileReader]) -> Result<(), WriteError> {
         if self.committed.is_some() {
             return Ok(());
         }
         let mut committed = HashSet::new();
-        for path in existing_files {
+        for file in existing_files {
             // The identity columns are enough for most rows; a file with rows whose account is
             // unknown is read again whole, for their content fingerprints.
             let with_accounts = |identity: &IdentityRef<'_>| identity.4.is_none();
             let mut without_account = false;
-            read_identities(path, true, &mut |identity| {
+            read_identities(file, true, &mut |identity| {
                 without_account |= !with_accounts(&identity);
                 if with_accounts(&identity) {
                     committed.insert(owned(identity));
                 }
             })?;
             if without_account {
-                read_identities(path, false, &mut |identity| {
+                read_identities(file, false, &mut |identity| {
                     if !with_accounts(&identity) {
                         committed.insert(owned(identity));
                     }
@@ -182,26 +182,24 @@ impl Dedup {
 /// only the identity columns are read (content fingerprints are then not the real ones, so
 /// callers use those rows' identities only where the account is known).
 fn read_identities(
-    path: &Path,
+    file: &TableFileReader,
     projected: bool,
     each: &mut dyn FnMut(IdentityRef<'_>),
 ) -> Result<(), WriteError> {
     let parquet_error = |source| WriteError::Parquet {
-        path: path.to_path_buf(),
+        path: PathBuf::from(file.name()),
         source,
     };
-    let file = File::open(path).map_err(io_error(path))?;
-    let mut builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+    let wanted: Vec<&str> = SORT_COLUMNS
+        .iter()
+        .chain([&CALLER_ACCOUNT_COLUMN])
+        .copied()
+        .collect();
+    let batches = file
+        .batches(projected.then_some(wanted.as_slice()))
         .map_err(parquet_error)?;
-    if projected {
-        let wanted: Vec<usize> = (SORT_COLUMNS.iter().chain([&CALLER_ACCOUNT_COLUMN]))
-            .filter_map(|name| builder.schema().index_of(name).ok())
-            .collect();
-        let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), wanted);
-        builder = builder.with_projection(mask);
-    }
-    for batch in builder.build().map_err(parquet_error)? {
-        let batch = batch.map_err(|source| parquet_error(source.into()))?;
+    for batch in batches {
+        let batch = batch.map_err(parquet_error)?;
         let columns = IdentityColumns::new(&batch.schema());
         for row in 0..batch.num_rows() {
             if let Some(identity) = identity_ref(&batch, &columns, row) {

@@ -14,6 +14,7 @@ and serves until its standard input is closed.
 requests (PUT, POST, DELETE) to the bucket since the file last changed succeed and every later
 one is answered with that error, as S3 answers a request signed with expired credentials. The
 number of write requests counted so far is kept in FILE.writes.
+--record FILE appends one line per request to FILE: method, path and Range header.
 --min-part-size lowers the smallest multipart part the server accepts (S3's is 5 MiB).
 """
 
@@ -25,6 +26,21 @@ import os
 import sys
 import threading
 from pathlib import Path
+
+
+class Recorder:
+    """WSGI middleware writing each request's method, path and Range header to a file."""
+
+    def __init__(self, app, path: Path):
+        self.app = app
+        self.file = path.open("a", buffering=1)
+        self.lock = threading.Lock()
+
+    def __call__(self, environ, start_response):
+        line = f"{environ['REQUEST_METHOD']} {environ.get('PATH_INFO', '')} {environ.get('HTTP_RANGE', '-')}\n"
+        with self.lock:
+            self.file.write(line)
+        return self.app(environ, start_response)
 
 
 class Faults:
@@ -102,6 +118,7 @@ def main() -> int:
     parser.add_argument("--log-requests", action="store_true",
                         help="log every request on stderr (to count a run's S3 requests)")
     parser.add_argument("--faults", type=Path, help="a file that arms injected S3 errors")
+    parser.add_argument("--record", type=Path, help="a file to list every request in")
     parser.add_argument("--min-part-size", type=int, help="smallest multipart part accepted")
     args = parser.parse_args()
     if args.min_part_size:
@@ -122,6 +139,8 @@ def main() -> int:
             app = DomainDispatcherApplication(create_backend_app)
             if args.faults:
                 app = Faults(app, args.faults)
+            if args.record:
+                app = Recorder(app, args.record)
             self._server = make_server(
                 self._ip_address, self._port, app, True, request_handler=MotoRequestHandler
             )
