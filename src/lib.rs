@@ -4,7 +4,8 @@
 //! The data path: [`read`] finds inputs and splits them into records, [`flatten`] turns records
 //! into Arrow batches following the [`schema`], [`write`] partitions, sorts and writes Parquet
 //! into a [`dataset`] (what a table is: layout, commits, manifest, quarantine), which [`sql`]
-//! queries; [`convert`] runs the whole job on all cores. [`store`] reads and writes `s3://`
+//! queries; [`convert`] runs the whole job on all cores, and [`operations`] compacts, vacuums and
+//! describes a table. [`store`] reads and writes `s3://`
 //! locations; [`cli`] is the only module that knows about the command line.
 //!
 //! Dependencies point one way: `schema` ← `dataset` ← `store` ← `read` ← `flatten`; `write` uses
@@ -20,6 +21,7 @@ pub mod cli;
 pub mod convert;
 pub mod dataset;
 pub mod flatten;
+pub mod operations;
 pub mod read;
 pub mod schema;
 #[cfg(feature = "sql")]

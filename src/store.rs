@@ -246,7 +246,33 @@ pub struct Stores {
     stores: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
 }
 
+/// Where a table is: its location, and its directory when it is local.
+pub struct TableTarget {
+    pub location: crate::dataset::TableLocation,
+    pub local_root: Option<std::path::PathBuf>,
+}
+
 impl Stores {
+    /// The table at `target`: an `s3://bucket/prefix` URL or a local directory.
+    pub fn table_target(&self, target: &std::path::Path) -> Result<TableTarget, StoreError> {
+        use crate::dataset::TableLocation;
+        let invalid = |error: crate::dataset::TableError| StoreError::Url {
+            url: target.display().to_string(),
+            message: error.to_string(),
+        };
+        Ok(match target.to_str().and_then(S3Url::parse).transpose()? {
+            Some(url) => TableTarget {
+                location: TableLocation::s3(&url.bucket, &url.key, self.bucket_store(&url.bucket)?)
+                    .map_err(invalid)?,
+                local_root: None,
+            },
+            None => TableTarget {
+                location: TableLocation::local(target).map_err(invalid)?,
+                local_root: Some(target.to_path_buf()),
+            },
+        })
+    }
+
     pub fn new() -> Result<Stores, StoreError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

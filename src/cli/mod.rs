@@ -1,5 +1,6 @@
 //! The `keytrail` command line.
 
+mod operations;
 mod progress;
 mod summary;
 mod values;
@@ -63,6 +64,77 @@ enum Command {
     /// Make a dataset written by keytrail 0.1 (`_keytrail/runs/`) a Delta Lake table in place,
     /// keeping its files and the record of the inputs it converted.
     Upgrade(UpgradeArgs),
+    /// Rewrite partitions that hold several small files (hourly incremental runs) into large
+    /// files in the usual sort order, as one Delta commit; readers and running converts are not
+    /// disturbed.
+    Compact(CompactArgs),
+    /// Delete data files no version within the retention needs (replaced by an overwrite or a
+    /// compaction, or never committed).
+    Vacuum(VacuumArgs),
+    /// Describe a table: version, files, rows, bytes, partitions, small files, last commits.
+    Info(InfoArgs),
+}
+
+#[derive(Debug, Args)]
+struct CompactArgs {
+    /// The table: a directory or an s3:// URL.
+    #[arg(value_name = "TABLE")]
+    table: PathBuf,
+
+    /// Files at least this large are kept; new files are closed at this size.
+    #[arg(long, value_name = "SIZE", default_value_t = ByteSize(DEFAULT_TARGET_FILE_BYTES))]
+    target_file_size: ByteSize,
+
+    /// Only partitions whose path has this `key=value` (e.g. `region=us-east-1`); repeatable.
+    #[arg(long, value_name = "KEY=VALUE")]
+    partition: Vec<String>,
+
+    /// Rewrite a partition once it holds at least this many small files.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(2..))]
+    min_files: u16,
+
+    /// Hold at most this much in memory while merging.
+    #[arg(long, value_name = "SIZE", default_value_t = ByteSize(DEFAULT_MEMORY_LIMIT_BYTES))]
+    memory_limit: ByteSize,
+
+    /// Print the summary as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct VacuumArgs {
+    /// The table: a directory or an s3:// URL.
+    #[arg(value_name = "TABLE")]
+    table: PathBuf,
+
+    /// Keep files unreferenced for less than this (e.g. 7d, 168h); at least the table's
+    /// `delta.deletedFileRetentionDuration` (7 days unless set).
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = humantime::parse_duration)]
+    retain: std::time::Duration,
+
+    /// List what would be deleted; delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+
+    /// Print the summary as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct InfoArgs {
+    /// The table: a directory or an s3:// URL.
+    #[arg(value_name = "TABLE")]
+    table: PathBuf,
+
+    /// How many of the newest commits to show.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    last: usize,
+
+    /// Print everything as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -361,6 +433,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             )?;
             Ok(EXIT_OK)
         }
+        Command::Compact(args) => operations::run_compact(args),
+        Command::Vacuum(args) => operations::run_vacuum(args),
+        Command::Info(args) => operations::run_info(args),
         Command::Gen(args) => {
             let options = GenOptions {
                 events: args.events,

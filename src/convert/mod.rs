@@ -19,8 +19,8 @@ use arrow::error::ArrowError;
 
 pub use report::{ConvertSummary, Problem, SkippedFile};
 
-use crate::dataset::{DatasetError, OutputMode, TableLocation};
-use crate::store::{S3Url, StoreError, Stores};
+use crate::dataset::{DatasetError, OutputMode};
+use crate::store::{StoreError, Stores};
 use crate::write::{WriteError, WriteOptions};
 
 /// Settings of a conversion.
@@ -157,16 +157,6 @@ pub fn convert(
     progress: &dyn ProgressSink,
 ) -> Result<ConvertSummary, ConvertError> {
     let stores = Stores::new()?;
-    let target = match options.output.to_str().and_then(S3Url::parse).transpose()? {
-        Some(url) => pipeline::Target {
-            location: TableLocation::s3(&url.bucket, &url.key, stores.bucket_store(&url.bucket)?)
-                .map_err(DatasetError::from)?,
-            local_root: None,
-        },
-        None => pipeline::Target {
-            location: TableLocation::local(&options.output).map_err(DatasetError::from)?,
-            local_root: Some(options.output.clone()),
-        },
-    };
+    let target = stores.table_target(&options.output)?;
     pipeline::convert_into(options, &target, &stores, progress)
 }

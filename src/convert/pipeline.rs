@@ -20,24 +20,16 @@ use super::report::{FileReport, Problem};
 use super::run_state::RunState;
 use super::{ConvertError, ConvertOptions, ConvertSummary, ProgressSink};
 use crate::dataset::quarantine::Quarantine;
-use crate::dataset::{
-    Committed, InputRecord, OutputDir, OutputMode, TableLocation, UploadBudget, prepare_output,
-};
+use crate::dataset::{Committed, InputRecord, OutputDir, OutputMode, UploadBudget, prepare_output};
 use crate::flatten::Flattener;
 use crate::read::{Input, discover};
 use crate::schema::Schema;
-use crate::store::Stores;
+use crate::store::{Stores, TableTarget};
 use crate::sync::lock;
 use crate::write::{DatasetWriter, WriteError, WriteSummary};
 
 /// Rows after which a batch is sent at the end of an input file (see `convert_local`).
 const FILE_BATCH_ROWS: usize = 256;
-
-/// Where a run writes: the table, and its directory when it is local.
-pub(super) struct Target {
-    pub(super) location: TableLocation,
-    pub(super) local_root: Option<PathBuf>,
-}
 
 /// How many times a run starts over after other runs committed some of its inputs first.
 const MAX_ATTEMPTS: usize = 20;
@@ -46,7 +38,7 @@ const MAX_ATTEMPTS: usize = 20;
 /// inputs first, nothing of this attempt is committed and the inputs left are converted again.
 pub(super) fn convert_into(
     options: &ConvertOptions,
-    target: &Target,
+    target: &TableTarget,
     stores: &Stores,
     progress: &dyn ProgressSink,
 ) -> Result<ConvertSummary, ConvertError> {

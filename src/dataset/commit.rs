@@ -24,7 +24,9 @@ use super::layout::{
 };
 use super::manifest::{self, CommitRecord};
 use super::publish::{PendingRecord, Publisher, pending_path, write_pending};
-use super::table::{CommitOutcome, DELTA_LOG_DIR, PublishedFile, Table, TableFile, TableLocation};
+use super::table::{
+    CommitOutcome, DELTA_LOG_DIR, PublishedFile, RewriteOutcome, Table, TableFile, TableLocation,
+};
 use super::{
     DataFile, DatasetError, InputRecord, Partitioning, TableFileReader, UploadBudget, io_error, partitioning,
 };
@@ -54,6 +56,25 @@ pub enum Committed {
     Version(u64),
     /// Another run committed some of these inputs first; nothing of this run was committed.
     InputsTaken(Vec<String>),
+}
+
+/// One partition's rewrite: new files holding exactly the rows of the files they replace.
+#[derive(Debug, Clone)]
+pub struct Rewrite {
+    pub partition: String,
+    pub files: Vec<DataFile>,
+    /// Paths in the table of the files replaced.
+    pub replaced: Vec<String>,
+}
+
+/// What [`OutputDir::commit_rewrite`] did.
+#[derive(Debug)]
+pub struct Rewritten {
+    /// The version that holds the rewrites committed (none when all were skipped).
+    pub version: Option<u64>,
+    pub committed: Vec<Rewrite>,
+    /// Rewrites of partitions another writer changed meanwhile (their new files deleted).
+    pub skipped: Vec<Rewrite>,
 }
 
 /// The output table prepared for one run.
@@ -248,10 +269,7 @@ fn recover(table: &Table, local_root: Option<&Path>) -> Result<(), DatasetError>
             _ if !table.exists() => false,
             after => {
                 let newer = after.map_or(0, |v| v + 1)..=table.version().unwrap_or(0);
-                table
-                    .commit_records_in(newer)?
-                    .iter()
-                    .any(|(_, record)| record.run_id == pending.run_id)
+                table.runs_in(newer)?.contains(&pending.run_id)
             }
         };
         if committed {
@@ -378,22 +396,32 @@ impl OutputDir {
         if self.mode != OutputMode::Incremental {
             return Ok(Vec::new());
         }
-        let mut readers = Vec::new();
-        for file in &self.files_at_start {
-            if Path::new(&file.path).parent().map(|p| p.to_string_lossy()) != Some(partition.into()) {
-                continue;
-            }
-            readers.push(match &self.local_root {
-                Some(root) => TableFileReader::local(&root.join(&file.path)),
-                None => TableFileReader::remote(
-                    self.table.location(),
-                    &file.path,
-                    file.size,
-                    self.table.runtime().clone(),
-                ),
-            });
+        Ok(self
+            .files_at_start
+            .iter()
+            .filter(|file| {
+                Path::new(&file.path).parent().map(|p| p.to_string_lossy()) == Some(partition.into())
+            })
+            .map(|file| self.file_reader(file))
+            .collect())
+    }
+
+    /// The table's files when the run started.
+    pub fn table_files(&self) -> &[TableFile] {
+        &self.files_at_start
+    }
+
+    /// `file` of the table, opened for reading (in place, also on S3).
+    pub fn file_reader(&self, file: &TableFile) -> TableFileReader {
+        match &self.local_root {
+            Some(root) => TableFileReader::local(&root.join(&file.path)),
+            None => TableFileReader::remote(
+                self.table.location(),
+                &file.path,
+                file.size,
+                self.table.runtime().clone(),
+            ),
         }
-        Ok(readers)
     }
 
     /// Publishes the staged files (and quarantine) and commits them with the run's inputs. When
@@ -413,37 +441,7 @@ impl OutputDir {
                 .map(|f| (staged_quarantine.join(f), format!("{quarantine_root}/{f}"))),
         );
         let pending_path = pending_path(&self.run_id);
-        match (&self.publisher, &self.local_root) {
-            // The writer uploaded the data files while the run went on (each listed in the
-            // pending record first); the quarantine goes up now, the same way.
-            (Some(publisher), _) => {
-                for (from, to) in moves.iter().skip(files.len()) {
-                    publisher.upload(from, to)?;
-                }
-                publisher.finish_uploads()?;
-                crash_point("after-pending-record");
-            }
-            (None, Some(root)) => {
-                let pending = PendingRecord {
-                    run_id: self.run_id.clone(),
-                    snapshot_version: self.table.version(),
-                    files: moves.iter().map(|(_, to)| to.clone()).collect(),
-                    heartbeat: chrono::Utc::now().timestamp_millis(),
-                };
-                self.table
-                    .runtime()
-                    .block_on(write_pending(self.table.location(), &pending))?;
-                crash_point("after-pending-record");
-                for (index, (from, to)) in moves.iter().enumerate() {
-                    move_into_place(root, from, to)?;
-                    if index == 0 {
-                        crash_point("after-first-publish");
-                    }
-                }
-                sync_directories(root, moves.iter().map(|(_, to)| to.as_str()))?;
-            }
-            (None, None) => unreachable!("an s3:// table always has a publisher"),
-        }
+        self.publish(&moves, files.len())?;
         crash_point("before-delta-commit");
         pause_before_commit();
         let record = CommitRecord {
@@ -497,6 +495,114 @@ impl OutputDir {
         };
         self.abandon();
         Ok(result)
+    }
+
+    /// Publishes the rewrites' files and commits them in place of the files they replace, in
+    /// one transaction. A rewrite whose replaced files another writer removed meanwhile (an
+    /// overwrite, another compaction) is skipped and its files deleted; the others are
+    /// committed.
+    pub fn commit_rewrite(
+        mut self,
+        rewrites: Vec<Rewrite>,
+        target_size: u64,
+    ) -> Result<Rewritten, DatasetError> {
+        let moves: Vec<(PathBuf, String)> = rewrites
+            .iter()
+            .flat_map(|r| &r.files)
+            .map(|f| (self.staging.join(&f.path), f.path.clone()))
+            .collect();
+        self.publish(&moves, moves.len())?;
+        crash_point("before-delta-commit");
+        pause_before_commit();
+        let mut pending = rewrites;
+        let mut skipped = Vec::new();
+        let version = loop {
+            if pending.is_empty() {
+                break None;
+            }
+            let files: Vec<PublishedFile> = pending
+                .iter()
+                .flat_map(|r| &r.files)
+                .map(|file| PublishedFile {
+                    partition_values: partitioning::partition_values(&file.path, &self.partitioning),
+                    file: file.clone(),
+                })
+                .collect();
+            let replaced: Vec<String> = pending.iter().flat_map(|r| r.replaced.iter().cloned()).collect();
+            match self
+                .table
+                .commit_rewrite(&files, &replaced, &self.run_id, target_size)?
+            {
+                RewriteOutcome::Committed(version) => break Some(version),
+                RewriteOutcome::Gone(gone) => {
+                    let (lost, kept): (Vec<Rewrite>, Vec<Rewrite>) = pending
+                        .into_iter()
+                        .partition(|r| r.replaced.iter().any(|p| gone.contains(p)));
+                    for rewrite in &lost {
+                        warn!(partition = %rewrite.partition, "another writer changed the partition meanwhile; skipping it");
+                        for file in &rewrite.files {
+                            self.table.delete_object(&file.path)?;
+                        }
+                    }
+                    skipped.extend(lost);
+                    pending = kept;
+                }
+            }
+        };
+        crash_point("after-delta-commit");
+        if let Err(error) = self.table.delete_object(&pending_path(&self.run_id)) {
+            match version {
+                Some(version) => {
+                    warn!("committed as version {version}, but {error:#}; the next run removes it")
+                }
+                None => return Err(error.into()),
+            }
+        }
+        self.abandon();
+        Ok(Rewritten {
+            version,
+            committed: pending,
+            skipped,
+        })
+    }
+
+    /// Puts `moves` (staged file, path in the table) at their final paths, the pending record
+    /// listing them first: a local table's are moved (and the directories synced); an `s3://`
+    /// table's data files (the first `data_files`) went up while they were written, the rest
+    /// (the quarantine) go up now.
+    fn publish(&self, moves: &[(PathBuf, String)], data_files: usize) -> Result<(), DatasetError> {
+        match (&self.publisher, &self.local_root) {
+            // The writer uploaded the data files while the run went on (each listed in the
+            // pending record first); the quarantine goes up now, the same way.
+            (Some(publisher), _) => {
+                for (from, to) in moves.iter().skip(data_files) {
+                    publisher.upload(from, to)?;
+                }
+                publisher.finish_uploads()?;
+                crash_point("after-pending-record");
+            }
+            (None, Some(root)) => {
+                let pending = PendingRecord {
+                    run_id: self.run_id.clone(),
+                    snapshot_version: self.table.version(),
+                    files: moves.iter().map(|(_, to)| to.clone()).collect(),
+                    heartbeat: chrono::Utc::now().timestamp_millis(),
+                };
+                self.table
+                    .runtime()
+                    .block_on(write_pending(self.table.location(), &pending))?;
+                crash_point("after-pending-record");
+                for (index, (from, to)) in moves.iter().enumerate() {
+                    move_into_place(root, from, to)?;
+                    if index == 0 {
+                        crash_point("after-first-publish");
+                    }
+                }
+                sync_directories(root, moves.iter().map(|(_, to)| to.as_str()))?;
+            }
+            (None, None) => unreachable!("an s3:// table always has a publisher"),
+        }
+        Ok(())
     }
 
     /// The quarantine's files, relative to its staging directory.

@@ -20,7 +20,7 @@ pub(crate) mod upload_stream;
 
 use std::path::{Path, PathBuf};
 
-pub use commit::{Committed, OutputDir, OutputMode, prepare_output};
+pub use commit::{Committed, OutputDir, OutputMode, Rewrite, Rewritten, prepare_output};
 pub use file_reader::TableFileReader;
 pub use layout::DatasetMarker;
 pub use manifest::InputRecord;

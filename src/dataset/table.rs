@@ -15,9 +15,7 @@ use std::sync::Arc;
 use deltalake_core::DeltaTable;
 use deltalake_core::errors::DeltaTableError;
 use deltalake_core::kernel::engine::arrow_conversion::TryIntoKernel;
-use deltalake_core::kernel::transaction::{
-    CommitBuilder, CommitConflictError, CommitProperties, TransactionError,
-};
+use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
 use deltalake_core::kernel::{Action, Add, DataType, PrimitiveType, StructField, StructType, Transaction};
 use deltalake_core::logstore::{LogStoreRef, StorageConfig, default_logstore};
 use deltalake_core::protocol::{DeltaOperation, SaveMode};
@@ -43,6 +41,8 @@ pub const SCHEMA_VERSION_PROPERTY: &str = "keytrail.schemaVersion";
 pub const DELTA_LOG_DIR: &str = "_delta_log";
 /// The key of keytrail's record in a commit's `commitInfo`.
 pub const COMMIT_INFO_KEY: &str = "keytrail";
+/// The commit-info key of a keytrail rewrite (compaction): `{"run_id": …, "writer": …}`.
+pub const REWRITE_INFO_KEY: &str = "keytrailRewrite";
 
 /// Errors of the table layer, each naming the table.
 #[derive(Debug, thiserror::Error)]
@@ -206,6 +206,16 @@ pub enum CommitOutcome {
     InputsTaken(Vec<String>),
 }
 
+/// What [`Table::commit_rewrite`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RewriteOutcome {
+    /// The new files replace the old ones at this version.
+    Committed(u64),
+    /// Some of the files to replace are no longer in the table (another writer removed them):
+    /// nothing was committed.
+    Gone(Vec<String>),
+}
+
 /// A Delta table, loaded at one snapshot (or not yet created).
 pub struct Table {
     location: TableLocation,
@@ -246,6 +256,11 @@ impl Table {
     /// The loaded version.
     pub fn version(&self) -> Option<u64> {
         self.loaded.then(|| self.table.version()).flatten()
+    }
+
+    /// The delta-rs table, at the loaded snapshot.
+    pub fn delta(&self) -> &DeltaTable {
+        &self.table
     }
 
     /// What the loaded table holds.
@@ -299,8 +314,40 @@ impl Table {
         &self,
         versions: impl Iterator<Item = u64>,
     ) -> Result<Vec<(u64, CommitRecord)>, TableError> {
-        let log_store = self.table.log_store();
         let mut records = Vec::new();
+        for (version, info) in self.commit_infos_in(versions)? {
+            if let Some(value) = info.info.get(COMMIT_INFO_KEY) {
+                let record: CommitRecord =
+                    serde_json::from_value(value.clone()).map_err(|e| TableError::Invalid {
+                        table: self.location.to_string(),
+                        problem: format!("commit {version}: unreadable keytrail record: {e}"),
+                    })?;
+                records.push((version, record));
+            }
+        }
+        Ok(records)
+    }
+
+    /// The keytrail runs (conversions and rewrites) that committed in `versions`.
+    pub fn runs_in(&self, versions: impl Iterator<Item = u64>) -> Result<Vec<String>, TableError> {
+        Ok(self
+            .commit_infos_in(versions)?
+            .into_iter()
+            .filter_map(|(_, info)| {
+                [COMMIT_INFO_KEY, REWRITE_INFO_KEY]
+                    .iter()
+                    .find_map(|key| info.info.get(*key)?.get("run_id")?.as_str().map(str::to_string))
+            })
+            .collect())
+    }
+
+    /// The commit info of each commit in `versions` (read from its log entry).
+    pub fn commit_infos_in(
+        &self,
+        versions: impl Iterator<Item = u64>,
+    ) -> Result<Vec<(u64, deltalake_core::kernel::CommitInfo)>, TableError> {
+        let log_store = self.table.log_store();
+        let mut infos = Vec::new();
         for version in versions {
             let bytes = self
                 .runtime
@@ -309,20 +356,12 @@ impl Table {
             let Some(bytes) = bytes else { continue };
             let actions = deltalake_core::logstore::get_actions(version, &bytes)
                 .map_err(|source| delta_error(&self.location, "reading a commit", source))?;
-            for action in actions {
-                if let Action::CommitInfo(info) = action
-                    && let Some(value) = info.info.get(COMMIT_INFO_KEY)
-                {
-                    let record: CommitRecord =
-                        serde_json::from_value(value.clone()).map_err(|e| TableError::Invalid {
-                            table: self.location.to_string(),
-                            problem: format!("commit {version}: unreadable keytrail record: {e}"),
-                        })?;
-                    records.push((version, record));
-                }
-            }
+            infos.extend(actions.into_iter().filter_map(|action| match action {
+                Action::CommitInfo(info) => Some((version, info)),
+                _ => None,
+            }));
         }
-        Ok(records)
+        Ok(infos)
     }
 
     /// The keys under `prefix` (relative to the table root), sorted.
@@ -463,9 +502,14 @@ impl Table {
                 table: self.location.to_string(),
                 problem: format!("recording the run: {e}"),
             })?;
+            // An overwrite's removes name the files of the snapshot it read: after any commit
+            // by another writer they are rebuilt here, never retried as they are by delta-rs
+            // (which would leave files a compaction added meanwhile in the table).
+            let retries = if replace { 0 } else { DELTA_RETRIES };
             let properties = CommitProperties::default()
                 .with_metadata([(COMMIT_INFO_KEY.to_string(), info)])
-                .with_application_transaction(Transaction::new(KEYTRAIL_APP_ID, sequence as i64));
+                .with_application_transaction(Transaction::new(KEYTRAIL_APP_ID, sequence as i64))
+                .with_max_retries(retries);
             let operation = DeltaOperation::Write {
                 mode: if replace {
                     SaveMode::Overwrite
@@ -487,26 +531,103 @@ impl Table {
                     info!(version, "committed");
                     return Ok(CommitOutcome::Committed { version, record });
                 }
-                Err(DeltaTableError::Transaction {
-                    source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction),
-                }) => {
-                    debug!("another keytrail run committed first; checking its inputs");
+                Err(error) if lost_race(&error) => {
+                    debug!(%error, "another writer committed first; checking what it committed");
                     self.reload()?;
                     let newer = snapshot_version.map_or(0, |v| v + 1)..=self.version().unwrap_or(0);
-                    let mut taken: Vec<String> = self
-                        .commit_records_in(newer)?
-                        .into_iter()
-                        .flat_map(|(_, other)| other.inputs)
+                    let others = self.commit_records_in(newer)?;
+                    let mut taken: Vec<String> = others
+                        .iter()
+                        .flat_map(|(_, other)| &other.inputs)
                         .filter(|input| record.inputs.iter().any(|mine| mine.same_input(input)))
-                        .map(|input| input.path)
+                        .map(|input| input.path.clone())
                         .collect();
-                    if replace || !taken.is_empty() {
+                    // Another keytrail run's commit changes what an overwrite replaces and what
+                    // this run's inputs are: start again. Other commits (a compaction) do not.
+                    if (replace && !others.is_empty()) || !taken.is_empty() {
                         taken.sort();
                         taken.dedup();
                         return Ok(CommitOutcome::InputsTaken(taken));
                     }
                 }
                 Err(source) => return Err(delta_error(&self.location, "committing", source)),
+            }
+        }
+    }
+
+    /// Replaces the files `replaced` (paths in the table) with `files` (the same rows, already
+    /// at their final paths) in one transaction that changes no data (`dataChange: false`, as
+    /// Delta's OPTIMIZE): readers of older versions keep their files, and writers that only
+    /// append commit beside it. A conflicting commit by another writer is retried on the new
+    /// snapshot as long as every replaced file is still there.
+    pub fn commit_rewrite(
+        &mut self,
+        files: &[PublishedFile],
+        replaced: &[String],
+        run_id: &str,
+        target_size: u64,
+    ) -> Result<RewriteOutcome, TableError> {
+        let _span = info_span!("commit_rewrite", table = %self.location, files = files.len(), replaced = replaced.len())
+            .entered();
+        loop {
+            let state = self.state("listing the files to replace")?;
+            let now = chrono::Utc::now().timestamp_millis();
+            let wanted: std::collections::HashSet<&str> = replaced.iter().map(String::as_str).collect();
+            let mut removes: Vec<Action> = Vec::with_capacity(replaced.len() + files.len());
+            let mut found = std::collections::HashSet::new();
+            for file in state.log_data().iter() {
+                let path = file.path();
+                if let Some(path) = wanted.get(path.as_ref()) {
+                    found.insert(*path);
+                    let mut remove = file.remove_action(false);
+                    remove.deletion_timestamp = Some(now);
+                    removes.push(Action::Remove(remove));
+                }
+            }
+            let gone: Vec<String> = replaced
+                .iter()
+                .filter(|p| !found.contains(p.as_str()))
+                .cloned()
+                .collect();
+            if !gone.is_empty() {
+                return Ok(RewriteOutcome::Gone(gone));
+            }
+            let mut actions = removes;
+            actions.extend(files.iter().map(|file| {
+                let mut add = file.add_action();
+                add.data_change = false;
+                Action::Add(add)
+            }));
+            let operation = DeltaOperation::Optimize {
+                predicate: None,
+                target_size: target_size as i64,
+            };
+            let info = serde_json::json!({
+                "run_id": run_id,
+                "writer": format!("keytrail {}", env!("CARGO_PKG_VERSION")),
+                "replaced": replaced.len(),
+            });
+            // No retries inside delta-rs: after any other commit the files to replace are checked
+            // again here, and the removes rebuilt on the new snapshot.
+            let properties = CommitProperties::default()
+                .with_metadata([(REWRITE_INFO_KEY.to_string(), info)])
+                .with_max_retries(0);
+            let commit = CommitBuilder::from(properties).with_actions(actions).build(
+                Some(state),
+                self.table.log_store(),
+                operation,
+            );
+            match self.runtime.block_on(commit.into_future()) {
+                Ok(done) => {
+                    let version = done.version();
+                    info!(version, "committed the rewrite");
+                    return Ok(RewriteOutcome::Committed(version));
+                }
+                Err(error) if lost_race(&error) => {
+                    debug!(%error, "another writer committed first; checking the files again");
+                    self.reload()?;
+                }
+                Err(source) => return Err(delta_error(&self.location, "committing the rewrite", source)),
             }
         }
     }
@@ -602,6 +723,22 @@ pub fn table_schema(
         .into_iter()
         .map(|name| StructField::nullable(name, DataType::Primitive(PrimitiveType::String)));
     StructType::try_new(data.chain(partitions)).map_err(|e| e.to_string())
+}
+
+/// Retries delta-rs makes of a commit that conflicts with no commit that landed first.
+const DELTA_RETRIES: usize = 15;
+
+/// Whether a commit failed because another writer's commit landed first.
+fn lost_race(error: &DeltaTableError) -> bool {
+    matches!(
+        error,
+        DeltaTableError::VersionAlreadyExists(_)
+            | DeltaTableError::Transaction {
+                source: TransactionError::CommitConflict(_)
+                    | TransactionError::MaxCommitAttempts(_)
+                    | TransactionError::VersionAlreadyExists(_)
+            }
+    )
 }
 
 fn delta_error(location: &TableLocation, operation: &'static str, source: DeltaTableError) -> TableError {

@@ -16,7 +16,7 @@ use super::sort::{
 use super::{WriteError, gather};
 
 /// A sorted stream of batches: a spilled run, a partition's staged files, or rows sorted in memory.
-pub(super) type RunReader = Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>> + Send>;
+pub type RunReader = Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>> + Send>;
 
 /// A sorted run being merged: its current batch and position.
 struct Cursor {

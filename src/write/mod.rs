@@ -32,6 +32,7 @@ use arrow::array::{RecordBatch, UInt32Array};
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 
+pub use merge::RunReader;
 pub use options::{ByteSize, ParquetCompression, SpillCompression, WriteOptions};
 pub use parquet_file::writer_properties as parquet_properties;
 
@@ -109,6 +110,21 @@ const MAX_OPEN_FILES: usize = 64;
 
 /// Checks that `schema` has what the writer relies on: `event_time` first, as microseconds; the
 /// sort columns and the partitioning's source columns as strings.
+/// Merges `runs` (each sorted in the files' order, as a table's files are) into new files of
+/// `partition` in `output`'s staging area, rolled at the target size; for compaction. Rows are
+/// written as they are: none is dropped.
+pub fn rewrite_partition(
+    output: &OutputDir,
+    schema: &SchemaRef,
+    options: &WriteOptions,
+    partition: &str,
+    runs: Vec<RunReader>,
+) -> Result<Vec<DataFile>, WriteError> {
+    let mut sink = parquet_file::RollingWriter::new(output, schema, options, partition, 0);
+    merge::merge_runs(runs, partition, &mut |batch| sink.write(batch))?;
+    sink.finish()
+}
+
 fn check_schema(schema: &arrow::datatypes::Schema, options: &WriteOptions) -> Result<(), WriteError> {
     let problem = |column: &str, problem| WriteError::Schema {
         column: column.to_string(),
