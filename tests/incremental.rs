@@ -374,3 +374,107 @@ fn runs_at_once_on_one_table_convert_every_event_exactly_once() {
         "{summaries:?}"
     );
 }
+
+#[test]
+fn many_incremental_runs_are_read_back_from_snapshots_of_the_converted_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = dir.path().join("all");
+    generate_logs(&all, 3_500, 31);
+    let mut files: Vec<std::path::PathBuf> = walkdir::WalkDir::new(&all)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 7);
+    let (inputs, out) = (dir.path().join("in"), dir.path().join("out"));
+    let converted = |hook: &str| -> serde_json::Value {
+        let output = Command::new(env!("CARGO_BIN_EXE_keytrail"))
+            .args([
+                "convert",
+                "--incremental",
+                "--json",
+                "--progress",
+                "off",
+                "-q",
+                "-o",
+            ])
+            .arg(&out)
+            .arg(&inputs)
+            .env("KEYTRAIL_SNAPSHOT_EVERY", hook)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    // One new delivery file per run; every third run rolls the copies up.
+    for file in &files {
+        let to = inputs.join(file.strip_prefix(&all).unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(file, &to).unwrap();
+        assert_eq!(converted("3")["rows_written"], 500);
+    }
+    let listed = |folder: &str| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(out.join("_keytrail").join(folder))
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    let version = |n: u64| format!("{n:020}.json");
+    assert_eq!(
+        listed("inputs"),
+        [version(3), version(6)],
+        "snapshots after runs 1-3 and 4-6"
+    );
+    assert_eq!(
+        listed("commits"),
+        [version(7)],
+        "the copies they cover are deleted"
+    );
+
+    // A rerun (with the default rollup) finds every input converted: snapshot plus one copy.
+    let rerun = converted("100");
+    assert_eq!(rerun["unchanged_inputs"], 7, "{rerun}");
+    assert_eq!(rerun["rows_written"], 0, "{rerun}");
+    let ids = event_ids(&out);
+    assert_eq!(ids.len(), 3_500);
+    assert!(ids.values().all(|n| *n == 1));
+
+    // An overwrite starts the record again: its snapshot lists only what it converted.
+    std::fs::remove_file(inputs.join(files[0].strip_prefix(&all).unwrap())).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_keytrail"))
+        .args([
+            "convert",
+            "--overwrite",
+            "--json",
+            "--progress",
+            "off",
+            "-q",
+            "-o",
+        ])
+        .arg(&out)
+        .arg(&inputs)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::fs::copy(&files[0], inputs.join(files[0].strip_prefix(&all).unwrap())).unwrap();
+    let after = converted("1");
+    assert_eq!(after["unchanged_inputs"], 6, "{after}");
+    assert_eq!(after["rows_written"], 500, "{after}");
+    assert_eq!(event_ids(&out).len(), 3_500);
+}

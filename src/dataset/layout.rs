@@ -17,6 +17,9 @@ pub const MARKER_FILE: &str = "dataset.json";
 pub const RUNS_DIR: &str = "runs";
 /// Folder under [`META_DIR`] with a copy of each keytrail commit's record.
 pub const COMMITS_DIR: &str = "commits";
+/// `_keytrail/inputs/<version>.json`: every converted input as of a version, standing in for the
+/// copies of the commits up to it.
+pub const INPUTS_DIR: &str = "inputs";
 /// Folder under [`META_DIR`] with the record of each run publishing its files.
 pub const PENDING_DIR: &str = "pending";
 /// Folder under [`META_DIR`] with one quarantine folder per run.
