@@ -924,3 +924,87 @@ fn live_sizes(server: &S3Server, prefix: &str) -> (Vec<String>, Vec<u64>) {
         .collect();
     (live, sizes)
 }
+
+/// `keytrail` with no `AWS_*` variable at all and `home` as HOME: only the profile files count.
+fn keytrail_with_profile(home: &Path, profile: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_keytrail"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("AWS_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .env("HOME", home)
+        .env("AWS_PROFILE", profile)
+        // No instance metadata service here: do not wait for one.
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("NO_COLOR", "1");
+    command
+}
+
+#[test]
+fn a_profile_alone_is_enough_for_convert_sql_and_info() {
+    let scratch = tempfile::tempdir().unwrap();
+    let server = start_server(&scratch.path().join("moto.log"));
+    let home = scratch.path().join("home");
+    std::fs::create_dir_all(home.join(".aws")).unwrap();
+    let endpoint = &server.endpoint;
+    let process = r#"sh -c 'printf "%s" "{\"Version\":1,\"AccessKeyId\":\"testing\",\"SecretAccessKey\":\"testing\"}"'"#;
+    std::fs::write(
+        home.join(".aws/config"),
+        format!(
+            "[default]\nregion = us-east-1\n\n\
+             [profile lake]\nregion = us-east-1\nendpoint_url = {endpoint}\n\n\
+             [profile process]\nregion = us-east-1\nendpoint_url = {endpoint}\ncredential_process = {process}\n\n\
+             [profile role]\nregion = us-east-1\nendpoint_url = {endpoint}\nrole_arn = arn:aws:iam::123456789012:role/lake-writer\nsource_profile = lake\n\n\
+             [profile nothing]\nregion = us-east-1\nendpoint_url = {endpoint}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        home.join(".aws/credentials"),
+        "[lake]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
+    )
+    .unwrap();
+
+    // Keys in ~/.aws/credentials, Region and endpoint in ~/.aws/config.
+    let converted = summary_of(&run(keytrail_with_profile(&home, "lake").args([
+        "convert",
+        "s3://trail-logs/AWSLogs/",
+        "-o",
+        "s3://lake/profile",
+        "--json",
+        "--progress",
+        "off",
+    ])));
+    assert_eq!(converted["events_read"], server.records);
+    // credential_process, and role_arn + source_profile (STS AssumeRole at the profile's
+    // endpoint), for sql and info.
+    for profile in ["process", "role", "lake"] {
+        let counted = run(keytrail_with_profile(&home, profile).args([
+            "sql",
+            "s3://lake/profile",
+            "SELECT count(*) AS n FROM events",
+            "--format",
+            "csv",
+        ]));
+        assert_eq!(
+            String::from_utf8_lossy(&counted.stdout).lines().nth(1),
+            Some(converted["rows_written"].to_string().as_str()),
+            "{profile}"
+        );
+        let info: serde_json::Value = serde_json::from_slice(
+            &run(keytrail_with_profile(&home, profile).args(["info", "s3://lake/profile", "--json"])).stdout,
+        )
+        .unwrap();
+        assert_eq!(info["rows"], converted["rows_written"], "{profile}");
+    }
+    // A profile without credentials: a clear error, not a hang or an anonymous request.
+    let refused = keytrail_with_profile(&home, "nothing")
+        .args(["info", "s3://lake/profile"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("no usable AWS credentials"), "{stderr}");
+}

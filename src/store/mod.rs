@@ -1,12 +1,15 @@
 //! S3 and S3-compatible object stores (`s3://bucket/prefix`), through the `object_store` crate.
 //!
-//! Settings come from the environment the way the AWS tools read them: `AWS_ACCESS_KEY_ID` /
-//! `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN`, web identity (`AWS_WEB_IDENTITY_TOKEN_FILE` +
-//! `AWS_ROLE_ARN`), ECS container credentials and the EC2 instance metadata service, in that
-//! order; `AWS_REGION` / `AWS_DEFAULT_REGION` (without one, the bucket's Region is asked of S3);
-//! `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_S3`) for S3-compatible stores, with path-style
-//! requests unless `AWS_VIRTUAL_HOSTED_STYLE_REQUEST=true`; an `http://` endpoint is allowed
-//! because it was asked for explicitly.
+//! Settings come from where the AWS CLI reads them ([`aws`], through `aws-config`): credentials
+//! from the environment, the profile (`AWS_PROFILE` or `default`, with `role_arn`,
+//! `credential_process` and SSO), web identity, ECS and the instance metadata service; the
+//! Region from the environment or the profile (without one, the bucket's Region is asked of
+//! S3); the endpoint from `AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL` or the profile's
+//! `endpoint_url`, for S3-compatible stores, with path-style requests unless
+//! `AWS_VIRTUAL_HOSTED_STYLE_REQUEST=true`; an `http://` endpoint is allowed because it was
+//! asked for explicitly.
+
+mod aws;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -160,12 +163,25 @@ fn env_value(names: &[&str]) -> Option<String> {
 /// Builds the store for one bucket from the environment (see the module docs).
 pub async fn s3_store(bucket: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
     let url = format!("s3://{bucket}");
-    let endpoint = env_value(&["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"]);
+    let config = aws::sdk_config().await;
+    let endpoint = env_value(&["AWS_ENDPOINT_URL_S3"])
+        .or_else(|| config.endpoint_url().map(str::to_string))
+        .or_else(|| env_value(&["AWS_ENDPOINT"]));
     let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
-    if endpoint.as_deref().is_some_and(|e| e.starts_with("http://")) {
-        builder = builder.with_allow_http(true);
+    if let Some(endpoint) = &endpoint {
+        builder = builder.with_endpoint(endpoint);
+        if endpoint.starts_with("http://") {
+            builder = builder.with_allow_http(true);
+        }
     }
-    if endpoint.is_none() && env_value(&["AWS_REGION", "AWS_DEFAULT_REGION"]).is_none() {
+    if let Some(provider) = config.credentials_provider() {
+        builder = builder.with_credentials(Arc::new(aws::AwsConfigCredentials::new(provider)));
+    }
+    let region =
+        env_value(&["AWS_REGION", "AWS_DEFAULT_REGION"]).or_else(|| config.region().map(|r| r.to_string()));
+    if let Some(region) = &region {
+        builder = builder.with_region(region);
+    } else if endpoint.is_none() {
         let region = object_store::aws::resolve_bucket_region(bucket, &ClientOptions::new())
             .await
             .map_err(|error| StoreError::Access {
