@@ -9,7 +9,8 @@
 //! locations; [`cli`] is the only module that knows about the command line.
 //!
 //! Dependencies point one way: `schema` ← `dataset` ← `store` ← `read` ← `flatten`; `write` uses
-//! `dataset` and `schema`; `convert` uses all of those; `sql` uses `dataset`, `schema` and
+//! `dataset` and `schema`; `convert` uses all of those, and `operations` uses `dataset`, `write`
+//! and `store`; `sql` uses `dataset`, `schema` and
 //! `store`; `cli` uses everything.
 //!
 //! Cargo features: `sql` (DataFusion; [`sql`]) and `cli` (the command line, with `sql`) are on by

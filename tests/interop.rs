@@ -18,12 +18,23 @@ fn deltalake_pyarrow_duckdb_and_spark_read_the_table() {
     );
     let out = dir.path().join("out");
     // Then a Delta overwrite with one of the two sources: readers of the first version must
-    // still see all of it (its files stay until vacuumed), readers of the table only the second.
+    // still see all of it (its files stay until vacuumed), readers of the table only the second,
+    // with the rows the overwrite wrote once a compaction rewrote its files.
     let first_rows = summary.rows_written;
+    // The overwrite writes small files (as hourly runs do), which a compaction then merges: the
+    // readers below read the compacted version.
     let mut options = keytrail::convert::ConvertOptions::new(vec![data("invictus")], &out);
     options.mode = keytrail::dataset::OutputMode::Overwrite;
+    options.write.target_file_bytes = 64 * 1024;
+    options.write.row_group_rows = 256;
     let summary = keytrail::convert::convert(&options, &keytrail::convert::NoProgress).unwrap();
     let first_version = summary.table_version.unwrap() - 1;
+    let compacted = keytrail::operations::compact::compact(&out, &Default::default()).unwrap();
+    assert!(!compacted.compacted.is_empty(), "{compacted:?}");
+    assert!(
+        compacted.compacted.iter().all(|p| p.files_after < p.files_before),
+        "{compacted:?}"
+    );
 
     // One known event, its instant computed from the raw JSON (not by keytrail).
     let first_file = std::fs::read_dir(data("invictus/CloudTrail"))

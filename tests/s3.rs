@@ -617,6 +617,24 @@ fn an_s3_run_killed_at_any_moment_then_rerun_has_every_event_once() {
         requests.contains(".parquet?uploads") && requests.contains("partNumber=2"),
         "the data files did not go up as multipart uploads"
     );
+
+    // Another incremental run adds a second file to the last table's partitions; compacted in
+    // the bucket: one file per partition, the same rows; the replaced files stay for readers of
+    // older versions.
+    generate_tree(&logs.join("more"), 2_000, 10, 500);
+    assert!(convert("sigkill-2800").status().unwrap().success());
+    let (before, _) = parquet_keys(&server, "sigkill-2800");
+    let compacted = summary_of(&run(keytrail(&server)
+        .args(["compact", "s3://lake/sigkill-2800", "--json"])
+        .env("KEYTRAIL_UPLOAD_PART_BYTES", "16384")));
+    let partitions = compacted["compacted"].as_array().unwrap().len();
+    assert!(partitions > 0, "{compacted}");
+    let (on_store, live) = parquet_keys(&server, "sigkill-2800");
+    let mut dirs: Vec<&str> = live.iter().map(|k| k.rsplit_once('/').unwrap().0).collect();
+    dirs.dedup();
+    assert_eq!(dirs.len(), live.len(), "one file per partition: {live:?}");
+    assert_eq!(on_store.len(), before.len() + partitions);
+    assert_eq!(rows_and_ids(&server, "s3://lake/sigkill-2800"), (22_000, 22_000));
 }
 
 /// Convert `logs` into `s3://lake/<prefix>` incrementally (`KEYTRAIL_*` hooks as given).

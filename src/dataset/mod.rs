@@ -10,6 +10,7 @@ pub mod ddl;
 pub mod file_reader;
 pub mod layout;
 pub mod manifest;
+pub(crate) mod object_errors;
 pub mod partitioning;
 pub(crate) mod publish;
 pub mod quarantine;

@@ -139,7 +139,7 @@ impl TableLocation {
     fn object_error(&self, operation: &str, path: &str, error: object_store::Error) -> TableError {
         TableError::Invalid {
             table: self.to_string(),
-            problem: format!("{operation} {path}: {}", crate::store::one_line(&error)),
+            problem: format!("{operation} {path}: {}", super::object_errors::one_line(&error)),
         }
     }
 

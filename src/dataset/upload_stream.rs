@@ -56,14 +56,6 @@ impl UploadBudget {
     }
 }
 
-impl Default for UploadBudget {
-    fn default() -> Self {
-        UploadBudget::within(
-            usize::try_from(crate::write::options::DEFAULT_MEMORY_LIMIT_BYTES).unwrap_or(usize::MAX),
-        )
-    }
-}
-
 /// Testing aid (`test-hooks` only): `KEYTRAIL_UPLOAD_PART_BYTES=<n>` makes parts of `n` bytes, so
 /// small test files go up in many parts (against a server that allows parts that small).
 #[cfg(feature = "test-hooks")]
@@ -158,7 +150,7 @@ impl UploadStream {
                     result
                 }
             };
-            result.map_err(|e| format!("uploading {key}: {}", crate::store::one_line(&e)))
+            result.map_err(|e| format!("uploading {key}: {}", super::object_errors::one_line(&e)))
         }))
     }
 
@@ -242,7 +234,10 @@ async fn complete(
 
 /// An upload's failure, as the writer reports it for the object's URL.
 fn upload_error(error: object_store::Error) -> std::io::Error {
-    std::io::Error::other(format!("upload failed: {}", crate::store::one_line(&error)))
+    std::io::Error::other(format!(
+        "upload failed: {}",
+        super::object_errors::one_line(&error)
+    ))
 }
 
 impl Write for UploadStream {

@@ -464,7 +464,7 @@ mod tests {
             partitioning,
             &Schema::builtin().arrow_schema(),
             runtime.handle().clone(),
-            crate::dataset::UploadBudget::default(),
+            crate::dataset::UploadBudget::within(WriteOptions::default().memory_limit_bytes),
         )
         .expect("output")
     }
