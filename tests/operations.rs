@@ -163,6 +163,7 @@ fn twelve_incremental_runs_then_compact_leave_one_sorted_file_per_partition_with
     let info = json(&run(keytrail().arg("info").arg(&table).arg("--json")));
     assert_eq!(info["files"], after_partitions.len(), "{info}");
     assert_eq!(info["rows"], before.num_rows(), "{info}");
+    assert_eq!(info["compactable_partitions"], 0, "{info}");
     assert_eq!(info["last_commits"][0]["operation"], "OPTIMIZE", "{info}");
     assert_eq!(info["last_commits"][1]["operation"], "WRITE", "{info}");
     assert_eq!(info["last_commits"][1]["inputs"], 2, "{info}");

@@ -122,11 +122,12 @@ pub(super) fn run_info(args: InfoArgs) -> anyhow::Result<u8> {
     )?;
     writeln!(
         out,
-        "small files  {} under {}{}",
+        "small files  {} under {}; {} partitions hold two or more{}",
         thousands(table.small_files as u64),
         bytes(info::SMALL_FILE_BYTES),
-        if table.partitions.iter().any(|p| p.small_files >= 2) {
-            "; `keytrail compact` merges them"
+        thousands(table.compactable_partitions as u64),
+        if table.compactable_partitions > 0 {
+            " (`keytrail compact` merges them)"
         } else {
             ""
         }

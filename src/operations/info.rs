@@ -11,8 +11,9 @@ use crate::dataset::table::{COMMIT_INFO_KEY, REWRITE_INFO_KEY};
 use crate::dataset::{Table, manifest::CommitRecord};
 use crate::store::Stores;
 
-/// A file below this size counts as small (what `compact` would merge by default).
-pub const SMALL_FILE_BYTES: u64 = 64 * 1024 * 1024;
+/// A file below this size counts as small: `compact` (by default) merges a partition's files
+/// below it once it holds two or more.
+pub const SMALL_FILE_BYTES: u64 = crate::write::options::DEFAULT_TARGET_FILE_BYTES;
 
 /// One commit of the table's history.
 #[derive(Debug, Clone, Serialize)]
@@ -50,6 +51,8 @@ pub struct TableInfo {
     pub rows: u64,
     pub bytes: u64,
     pub small_files: usize,
+    /// Partitions with two or more small files (what `compact` would rewrite).
+    pub compactable_partitions: usize,
     pub partitions: Vec<PartitionSummary>,
     /// The newest commits, newest first.
     pub last_commits: Vec<CommitSummary>,
@@ -121,6 +124,7 @@ pub fn info(target: &Path, last: usize) -> Result<TableInfo, OperationError> {
         rows: files.iter().filter_map(|f| f.rows).sum(),
         bytes: files.iter().map(|f| f.size).sum(),
         small_files: partitions.values().map(|p| p.small_files).sum(),
+        compactable_partitions: partitions.values().filter(|p| p.small_files >= 2).count(),
         partitions: partitions.into_values().collect(),
         last_commits,
     })
