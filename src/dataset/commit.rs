@@ -431,16 +431,12 @@ impl OutputDir {
         let staged_quarantine = self.quarantine_staging_dir();
         let quarantine_root = self.quarantine_path();
         // What this run publishes: each staged file and its path in the table.
-        let mut moves: Vec<(PathBuf, String)> = files
-            .iter()
-            .map(|f| (self.staging.join(&f.path), f.path.clone()))
-            .collect();
+        let mut moves = self.staged_moves(files);
         moves.extend(
             self.staged_quarantine_files()?
                 .iter()
                 .map(|f| (staged_quarantine.join(f), format!("{quarantine_root}/{f}"))),
         );
-        let pending_path = pending_path(&self.run_id);
         self.publish(&moves, files.len())?;
         crash_point("before-delta-commit");
         pause_before_commit();
@@ -452,13 +448,7 @@ impl OutputDir {
             writer: format!("keytrail {}", env!("CARGO_PKG_VERSION")),
             inputs,
         };
-        let published_files: Vec<PublishedFile> = files
-            .iter()
-            .map(|file| PublishedFile {
-                partition_values: partitioning::partition_values(&file.path, &self.partitioning),
-                file: file.clone(),
-            })
-            .collect();
+        let published_files = self.published(files);
         let new_description = self
             .new_description
             .as_ref()
@@ -480,16 +470,14 @@ impl OutputDir {
                         "committed as version {version}, but {error:#}; the next run copies the record from the log"
                     );
                 }
-                if let Err(error) = self.table.delete_object(&pending_path) {
-                    warn!("committed as version {version}, but {error:#}; the next run removes it");
-                }
+                self.remove_pending_record(Some(version))?;
                 Committed::Version(version)
             }
             CommitOutcome::InputsTaken(taken) => {
                 for (_, path) in &moves {
                     self.table.delete_object(path)?;
                 }
-                self.table.delete_object(&pending_path)?;
+                self.remove_pending_record(None)?;
                 Committed::InputsTaken(taken)
             }
         };
@@ -506,11 +494,8 @@ impl OutputDir {
         rewrites: Vec<Rewrite>,
         target_size: u64,
     ) -> Result<Rewritten, DatasetError> {
-        let moves: Vec<(PathBuf, String)> = rewrites
-            .iter()
-            .flat_map(|r| &r.files)
-            .map(|f| (self.staging.join(&f.path), f.path.clone()))
-            .collect();
+        let new_files: Vec<DataFile> = rewrites.iter().flat_map(|r| r.files.iter().cloned()).collect();
+        let moves = self.staged_moves(&new_files);
         self.publish(&moves, moves.len())?;
         crash_point("before-delta-commit");
         pause_before_commit();
@@ -520,14 +505,8 @@ impl OutputDir {
             if pending.is_empty() {
                 break None;
             }
-            let files: Vec<PublishedFile> = pending
-                .iter()
-                .flat_map(|r| &r.files)
-                .map(|file| PublishedFile {
-                    partition_values: partitioning::partition_values(&file.path, &self.partitioning),
-                    file: file.clone(),
-                })
-                .collect();
+            let new_files: Vec<DataFile> = pending.iter().flat_map(|r| r.files.iter().cloned()).collect();
+            let files = self.published(&new_files);
             let replaced: Vec<String> = pending.iter().flat_map(|r| r.replaced.iter().cloned()).collect();
             match self
                 .table
@@ -550,20 +529,45 @@ impl OutputDir {
             }
         };
         crash_point("after-delta-commit");
-        if let Err(error) = self.table.delete_object(&pending_path(&self.run_id)) {
-            match version {
-                Some(version) => {
-                    warn!("committed as version {version}, but {error:#}; the next run removes it")
-                }
-                None => return Err(error.into()),
-            }
-        }
+        self.remove_pending_record(version)?;
         self.abandon();
         Ok(Rewritten {
             version,
             committed: pending,
             skipped,
         })
+    }
+
+    /// Each staged data file and its path in the table.
+    fn staged_moves(&self, files: &[DataFile]) -> Vec<(PathBuf, String)> {
+        files
+            .iter()
+            .map(|f| (self.staging.join(&f.path), f.path.clone()))
+            .collect()
+    }
+
+    /// `files` with the partition values their paths give.
+    fn published(&self, files: &[DataFile]) -> Vec<PublishedFile> {
+        files
+            .iter()
+            .map(|file| PublishedFile {
+                partition_values: partitioning::partition_values(&file.path, &self.partitioning),
+                file: file.clone(),
+            })
+            .collect()
+    }
+
+    /// Deletes the run's pending record. After a commit landed (`committed`), a failure only
+    /// warns: the next run finds the commit and removes the record without its files.
+    fn remove_pending_record(&self, committed: Option<u64>) -> Result<(), DatasetError> {
+        match (self.table.delete_object(&pending_path(&self.run_id)), committed) {
+            (Ok(()), _) => Ok(()),
+            (Err(error), Some(version)) => {
+                warn!("committed as version {version}, but {error:#}; the next run removes it");
+                Ok(())
+            }
+            (Err(error), None) => Err(error.into()),
+        }
     }
 
     /// Puts `moves` (staged file, path in the table) at their final paths, the pending record

@@ -89,9 +89,9 @@ impl Publisher {
         }
     }
 
-    /// Adds `files` to the pending record and writes it (starting the heartbeat the first time).
-    pub(crate) fn announce(&self, files: &[String]) -> Result<(), TableError> {
-        lock(&self.record).files.extend(files.iter().cloned());
+    /// Adds `file` to the pending record and writes it (starting the heartbeat the first time).
+    fn announce(&self, file: &str) -> Result<(), TableError> {
+        lock(&self.record).files.push(file.to_string());
         self.runtime
             .block_on(write_current(&self.location, &self.record, &self.writes))?;
         let mut heartbeat = lock(&self.heartbeat);
@@ -125,7 +125,7 @@ impl Publisher {
     /// pending record before any byte goes up); hand its [`UploadStream::finish`] to
     /// [`Publisher::track`].
     pub(crate) fn stream(&self, relative: &str, spool: &Path) -> Result<UploadStream, TableError> {
-        self.announce(&[relative.to_string()])?;
+        self.announce(relative)?;
         UploadStream::new(
             self.location.store(),
             relative,

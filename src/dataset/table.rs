@@ -9,7 +9,7 @@
 //! [`KEYTRAIL_APP_ID`], so two keytrail commits always conflict and the loser re-checks which
 //! inputs the winner converted (see [`Table::commit`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use deltalake_core::DeltaTable;
@@ -489,13 +489,8 @@ impl Table {
                 actions.push(Action::Metadata(self.new_metadata(schema, partitioning)?));
             }
             if replace {
-                let state = self.state("listing the files to replace")?;
-                let now = chrono::Utc::now().timestamp_millis();
-                actions.extend(state.log_data().iter().map(|file| {
-                    let mut remove = file.remove_action(true);
-                    remove.deletion_timestamp = Some(now);
-                    Action::Remove(remove)
-                }));
+                let removes = self.remove_actions(true, |_| true)?;
+                actions.extend(removes.into_iter().map(|(_, remove)| remove));
             }
             actions.extend(files.iter().map(|file| Action::Add(file.add_action())));
             let info = serde_json::to_value(&record).map_err(|e| TableError::Invalid {
@@ -519,38 +514,24 @@ impl Table {
                 partition_by: None,
                 predicate: None,
             };
-            let state = self.state("committing")?;
-            let commit = CommitBuilder::from(properties).with_actions(actions).build(
-                Some(state),
-                self.table.log_store(),
-                operation,
-            );
-            match self.runtime.block_on(commit.into_future()) {
-                Ok(done) => {
-                    let version = done.version();
-                    info!(version, "committed");
-                    return Ok(CommitOutcome::Committed { version, record });
-                }
-                Err(error) if lost_race(&error) => {
-                    debug!(%error, "another writer committed first; checking what it committed");
-                    self.reload()?;
-                    let newer = snapshot_version.map_or(0, |v| v + 1)..=self.version().unwrap_or(0);
-                    let others = self.commit_records_in(newer)?;
-                    let mut taken: Vec<String> = others
-                        .iter()
-                        .flat_map(|(_, other)| &other.inputs)
-                        .filter(|input| record.inputs.iter().any(|mine| mine.same_input(input)))
-                        .map(|input| input.path.clone())
-                        .collect();
-                    // Another keytrail run's commit changes what an overwrite replaces and what
-                    // this run's inputs are: start again. Other commits (a compaction) do not.
-                    if (replace && !others.is_empty()) || !taken.is_empty() {
-                        taken.sort();
-                        taken.dedup();
-                        return Ok(CommitOutcome::InputsTaken(taken));
-                    }
-                }
-                Err(source) => return Err(delta_error(&self.location, "committing", source)),
+            if let Some(version) = self.try_commit(properties, actions, operation, "committing")? {
+                return Ok(CommitOutcome::Committed { version, record });
+            }
+            self.reload()?;
+            let newer = snapshot_version.map_or(0, |v| v + 1)..=self.version().unwrap_or(0);
+            let others = self.commit_records_in(newer)?;
+            let mut taken: Vec<String> = others
+                .iter()
+                .flat_map(|(_, other)| &other.inputs)
+                .filter(|input| record.inputs.iter().any(|mine| mine.same_input(input)))
+                .map(|input| input.path.clone())
+                .collect();
+            // Another keytrail run's commit changes what an overwrite replaces and what this
+            // run's inputs are: start again. Other commits (a compaction) do not.
+            if (replace && !others.is_empty()) || !taken.is_empty() {
+                taken.sort();
+                taken.dedup();
+                return Ok(CommitOutcome::InputsTaken(taken));
             }
         }
     }
@@ -570,20 +551,9 @@ impl Table {
         let _span = info_span!("commit_rewrite", table = %self.location, files = files.len(), replaced = replaced.len())
             .entered();
         loop {
-            let state = self.state("listing the files to replace")?;
-            let now = chrono::Utc::now().timestamp_millis();
-            let wanted: std::collections::HashSet<&str> = replaced.iter().map(String::as_str).collect();
-            let mut removes: Vec<Action> = Vec::with_capacity(replaced.len() + files.len());
-            let mut found = std::collections::HashSet::new();
-            for file in state.log_data().iter() {
-                let path = file.path();
-                if let Some(path) = wanted.get(path.as_ref()) {
-                    found.insert(*path);
-                    let mut remove = file.remove_action(false);
-                    remove.deletion_timestamp = Some(now);
-                    removes.push(Action::Remove(remove));
-                }
-            }
+            let wanted: HashSet<&str> = replaced.iter().map(String::as_str).collect();
+            let removes = self.remove_actions(false, |path| wanted.contains(path))?;
+            let found: HashSet<&str> = removes.iter().map(|(path, _)| path.as_str()).collect();
             let gone: Vec<String> = replaced
                 .iter()
                 .filter(|p| !found.contains(p.as_str()))
@@ -592,7 +562,7 @@ impl Table {
             if !gone.is_empty() {
                 return Ok(RewriteOutcome::Gone(gone));
             }
-            let mut actions = removes;
+            let mut actions: Vec<Action> = removes.into_iter().map(|(_, remove)| remove).collect();
             actions.extend(files.iter().map(|file| {
                 let mut add = file.add_action();
                 add.data_change = false;
@@ -612,23 +582,60 @@ impl Table {
             let properties = CommitProperties::default()
                 .with_metadata([(REWRITE_INFO_KEY.to_string(), info)])
                 .with_max_retries(0);
-            let commit = CommitBuilder::from(properties).with_actions(actions).build(
-                Some(state),
-                self.table.log_store(),
-                operation,
-            );
-            match self.runtime.block_on(commit.into_future()) {
-                Ok(done) => {
-                    let version = done.version();
-                    info!(version, "committed the rewrite");
-                    return Ok(RewriteOutcome::Committed(version));
-                }
-                Err(error) if lost_race(&error) => {
-                    debug!(%error, "another writer committed first; checking the files again");
-                    self.reload()?;
-                }
-                Err(source) => return Err(delta_error(&self.location, "committing the rewrite", source)),
+            match self.try_commit(properties, actions, operation, "committing the rewrite")? {
+                Some(version) => return Ok(RewriteOutcome::Committed(version)),
+                None => self.reload()?,
             }
+        }
+    }
+
+    /// Remove actions (stamped now) for the loaded snapshot's files whose path `selected`
+    /// picks, with those paths.
+    fn remove_actions(
+        &self,
+        data_change: bool,
+        selected: impl Fn(&str) -> bool,
+    ) -> Result<Vec<(String, Action)>, TableError> {
+        let state = self.state("listing the files to replace")?;
+        let now = chrono::Utc::now().timestamp_millis();
+        Ok(state
+            .log_data()
+            .iter()
+            .filter(|file| selected(file.path().as_ref()))
+            .map(|file| {
+                let mut remove = file.remove_action(data_change);
+                remove.deletion_timestamp = Some(now);
+                (file.path().to_string(), Action::Remove(remove))
+            })
+            .collect())
+    }
+
+    /// Commits `actions` on the loaded snapshot: the version, or `None` when another writer's
+    /// commit landed first (the caller reloads and decides).
+    fn try_commit(
+        &self,
+        properties: CommitProperties,
+        actions: Vec<Action>,
+        operation: DeltaOperation,
+        what: &'static str,
+    ) -> Result<Option<u64>, TableError> {
+        let state = self.state(what)?;
+        let commit = CommitBuilder::from(properties).with_actions(actions).build(
+            Some(state),
+            self.table.log_store(),
+            operation,
+        );
+        match self.runtime.block_on(commit.into_future()) {
+            Ok(done) => {
+                let version = done.version();
+                info!(version, what, "committed");
+                Ok(Some(version))
+            }
+            Err(error) if lost_race(&error) => {
+                debug!(%error, what, "another writer committed first");
+                Ok(None)
+            }
+            Err(source) => Err(delta_error(&self.location, what, source)),
         }
     }
 

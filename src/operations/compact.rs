@@ -103,8 +103,18 @@ pub fn compact(target: &Path, options: &CompactOptions) -> Result<CompactSummary
     let file_schema = schema.arrow_schema();
 
     let candidates = small_files_by_partition(output.table_files(), options);
+    // Each chosen partition's files, bytes and rows (when the log counts them) before.
+    let before: BTreeMap<&str, (usize, u64, Option<u64>)> = candidates
+        .iter()
+        .map(|(partition, files)| {
+            let bytes = files.iter().map(|f| f.size).sum();
+            (
+                partition.as_str(),
+                (files.len(), bytes, files.iter().map(|f| f.rows).sum()),
+            )
+        })
+        .collect();
     let mut rewrites = Vec::new();
-    let mut bytes_read = 0;
     for (partition, files) in &candidates {
         let _span = info_span!("compact_partition", partition = %partition, files = files.len()).entered();
         let runs: Vec<RunReader> = files
@@ -120,29 +130,18 @@ pub fn compact(target: &Path, options: &CompactOptions) -> Result<CompactSummary
             })
             .collect::<Result<_, _>>()?;
         let written = rewrite_partition(&output, &file_schema, &write, partition, runs)?;
-        bytes_read += files.iter().map(|f| f.size).sum::<u64>();
         rewrites.push(Rewrite {
             partition: partition.clone(),
             files: written,
             replaced: files.iter().map(|f| f.path.clone()).collect(),
         });
     }
-    let before: BTreeMap<String, (usize, u64, u64)> = candidates
-        .iter()
-        .map(|(partition, files)| {
-            let rows = files.iter().filter_map(|f| f.rows).sum();
-            (
-                partition.clone(),
-                (files.len(), files.iter().map(|f| f.size).sum(), rows),
-            )
-        })
-        .collect();
     let rewritten = output.commit_rewrite(rewrites, options.target_file_bytes)?;
     let compacted: Vec<PartitionCompaction> = rewritten
         .committed
         .iter()
         .map(|rewrite| {
-            let (files_before, bytes_before, _) = before[&rewrite.partition];
+            let (files_before, bytes_before, _) = before[rewrite.partition.as_str()];
             PartitionCompaction {
                 partition: rewrite.partition.clone(),
                 files_before,
@@ -154,8 +153,10 @@ pub fn compact(target: &Path, options: &CompactOptions) -> Result<CompactSummary
         })
         .collect();
     for partition in &compacted {
-        let rows_before = before[&partition.partition].2;
-        if rows_before != partition.rows {
+        let (_, _, rows_before) = before[partition.partition.as_str()];
+        if let Some(rows_before) = rows_before
+            && rows_before != partition.rows
+        {
             // The log's counts and the rewrite disagree: say so loudly (the rows were merged, not
             // filtered, so this means the log's statistics were wrong).
             tracing::warn!(partition = %partition.partition, rows_before, rows_after = partition.rows, "row counts differ");
@@ -167,7 +168,7 @@ pub fn compact(target: &Path, options: &CompactOptions) -> Result<CompactSummary
         version: rewritten.version,
         compacted,
         skipped: rewritten.skipped.into_iter().map(|r| r.partition).collect(),
-        bytes_read,
+        bytes_read: before.values().map(|(_, bytes, _)| bytes).sum(),
         seconds: started.elapsed().as_secs_f64(),
     })
 }
