@@ -380,13 +380,7 @@ fn many_incremental_runs_are_read_back_from_snapshots_of_the_converted_inputs() 
     let dir = tempfile::tempdir().unwrap();
     let all = dir.path().join("all");
     generate_logs(&all, 3_500, 31);
-    let mut files: Vec<std::path::PathBuf> = walkdir::WalkDir::new(&all)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file())
-        .map(|e| e.into_path())
-        .collect();
-    files.sort();
+    let files = files_under(&all);
     assert_eq!(files.len(), 7);
     let (inputs, out) = (dir.path().join("in"), dir.path().join("out"));
     let converted = |hook: &str| -> serde_json::Value {

@@ -6,7 +6,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
@@ -16,22 +16,6 @@ fn keytrail() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_keytrail"));
     command.env("NO_COLOR", "1");
     command
-}
-
-fn run(command: &mut Command) -> Output {
-    let output = command.output().unwrap();
-    assert!(
-        output.status.success(),
-        "{command:?} failed ({}):\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-fn json(output: &Output) -> serde_json::Value {
-    serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&output.stdout)))
 }
 
 fn convert_incremental(inputs: &Path, table: &Path) -> Command {
@@ -48,8 +32,7 @@ fn convert_incremental(inputs: &Path, table: &Path) -> Command {
 fn table_of_small_runs(dir: &Path, runs: usize) -> (PathBuf, PathBuf) {
     let all = dir.join("all");
     generate_tree(&all, (runs * 500) as u64, 7, 250);
-    let mut files = walk(&all);
-    files.sort();
+    let files = files_under(&all);
     let inputs = dir.join("in");
     let table = dir.join("table");
     for pair in files.chunks(2).take(runs) {
@@ -61,15 +44,6 @@ fn table_of_small_runs(dir: &Path, runs: usize) -> (PathBuf, PathBuf) {
         run(&mut convert_incremental(&inputs, &table));
     }
     (inputs, table)
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    walkdir::WalkDir::new(dir)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file())
-        .map(|e| e.into_path())
-        .collect()
 }
 
 /// Every row of the table, ordered by event id (unique here), every column.
@@ -143,7 +117,7 @@ fn twelve_incremental_runs_then_compact_leave_one_sorted_file_per_partition_with
         "the runs made small files: {partitions:?}"
     );
 
-    let summary = json(&run(keytrail().arg("compact").arg(&table).arg("--json")));
+    let summary = summary_of(&run(keytrail().arg("compact").arg(&table).arg("--json")));
     assert_eq!(
         summary["compacted"].as_array().unwrap().len(),
         distinct.len(),
@@ -160,7 +134,7 @@ fn twelve_incremental_runs_then_compact_leave_one_sorted_file_per_partition_with
 
     // The old files stay for readers of older versions (until vacuumed); info sees the new state.
     assert!(files_on_disk(&table).len() > after_partitions.len());
-    let info = json(&run(keytrail().arg("info").arg(&table).arg("--json")));
+    let info = summary_of(&run(keytrail().arg("info").arg(&table).arg("--json")));
     assert_eq!(info["files"], after_partitions.len(), "{info}");
     assert_eq!(info["rows"], before.num_rows(), "{info}");
     assert_eq!(info["compactable_partitions"], 0, "{info}");
@@ -169,10 +143,10 @@ fn twelve_incremental_runs_then_compact_leave_one_sorted_file_per_partition_with
     assert_eq!(info["last_commits"][1]["inputs"], 2, "{info}");
 
     // Nothing left to do: a second compaction commits nothing.
-    let again = json(&run(keytrail().arg("compact").arg(&table).arg("--json")));
+    let again = summary_of(&run(keytrail().arg("compact").arg(&table).arg("--json")));
     assert!(again["version"].is_null(), "{again}");
     // And incremental runs go on from the compacted table: nothing new, nothing doubled.
-    let rerun = json(&run(&mut convert_incremental(&dir.path().join("in"), &table)));
+    let rerun = summary_of(&run(&mut convert_incremental(&dir.path().join("in"), &table)));
     assert_eq!(rerun["rows_written"], 0, "{rerun}");
     assert_eq!(read_all(&table).num_rows(), before.num_rows());
 }
@@ -184,7 +158,7 @@ fn compact_beside_converts_and_other_compactions_loses_and_doubles_nothing() {
     // More inputs for the converts that run during the compaction.
     let more = dir.path().join("more");
     generate_tree(&more, 3_000, 8, 250);
-    for file in walk(&more) {
+    for file in files_under(&more) {
         let to = inputs.join("more").join(file.strip_prefix(&more).unwrap());
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
         std::fs::copy(&file, &to).unwrap();
@@ -214,7 +188,7 @@ fn compact_beside_converts_and_other_compactions_loses_and_doubles_nothing() {
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    let (first, second) = (json(&first), json(&second));
+    let (first, second) = (summary_of(&first), summary_of(&second));
     // Two compactions of the same files: one commits them, the other finds them gone and skips
     // every partition (deleting what it wrote).
     let count = |summary: &serde_json::Value, key: &str| summary[key].as_array().unwrap().len();
@@ -230,7 +204,7 @@ fn compact_beside_converts_and_other_compactions_loses_and_doubles_nothing() {
         count(winner, "compacted"),
         "{first}\n{second}"
     );
-    assert_eq!(json(&converted)["rows_written"], 3_000);
+    assert_eq!(summary_of(&converted)["rows_written"], 3_000);
 
     let rows = read_all(&table);
     let mut ids = strings(&rows, "event_id");
@@ -312,7 +286,7 @@ fn vacuum_deletes_only_unreferenced_files_older_than_the_retention() {
         .set_modified(ten_days_ago)
         .unwrap();
 
-    let dry = json(&run(keytrail()
+    let dry = summary_of(&run(keytrail()
         .arg("vacuum")
         .arg(&table)
         .args(["--dry-run", "--json"])));
@@ -323,7 +297,7 @@ fn vacuum_deletes_only_unreferenced_files_older_than_the_retention() {
     );
     assert!(old.exists(), "a dry run deletes nothing");
 
-    let done = json(&run(keytrail().arg("vacuum").arg(&table).arg("--json")));
+    let done = summary_of(&run(keytrail().arg("vacuum").arg(&table).arg("--json")));
     assert_eq!(done["files"], dry["files"]);
     assert!(!old.exists());
     assert!(new.exists(), "a file younger than the retention is kept");
@@ -388,7 +362,7 @@ fn an_overwrite_and_a_compaction_at_once_leave_exactly_the_overwritten_rows() {
             "{}",
             String::from_utf8_lossy(&compaction.stderr)
         );
-        assert_eq!(json(&overwrite)["rows_written"], 1_200);
+        assert_eq!(summary_of(&overwrite)["rows_written"], 1_200);
         let rows = read_all(&table);
         assert_eq!(
             rows.num_rows(),

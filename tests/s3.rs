@@ -91,26 +91,6 @@ fn keytrail(server: &S3Server) -> Command {
     command
 }
 
-fn run(command: &mut Command) -> Output {
-    let output = command.output().unwrap();
-    assert!(
-        output.status.success(),
-        "{command:?} failed ({}):\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-fn summary_of(output: &Output) -> serde_json::Value {
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not a JSON summary ({e}):\n{}",
-            String::from_utf8_lossy(&output.stdout)
-        )
-    })
-}
-
 const BY_REGION: &str = "SELECT region, event_date, count(*) AS events, count(DISTINCT event_id) AS ids, \
     min(event_time) AS first, max(event_time) AS last FROM events GROUP BY region, event_date ORDER BY region, event_date";
 const KMS: &str = "SELECT event_name, count(*) AS calls FROM events \
@@ -892,24 +872,6 @@ fn incremental_runs_into_s3_drop_copies_reading_only_the_identity_columns() {
             "{key}: {bytes} of {size} bytes fetched"
         );
     }
-}
-
-/// Every file under `dir`, sorted.
-fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
-    files
 }
 
 /// The records of a gzip delivery file.
