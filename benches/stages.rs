@@ -27,6 +27,7 @@ fn sample() -> Sample {
         events: EVENTS,
         seed: 1,
         records_per_file: EVENTS as usize,
+        ..GenOptions::default()
     };
     generate(dir.path(), &options).expect("generate");
     let file = walkdir::WalkDir::new(dir.path())

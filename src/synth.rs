@@ -25,15 +25,20 @@ pub struct GenOptions {
     /// The same seed writes the same files.
     pub seed: u64,
     pub records_per_file: usize,
+    /// Minutes between two deliveries of one (account, Region) stream; a file holds the events
+    /// of the interval before its delivery time.
+    pub file_interval_minutes: u32,
 }
 
 impl Default for GenOptions {
-    /// 100,000 events, seed 1, 500 records per delivery file (what `keytrail gen` writes).
+    /// 100,000 events, seed 1, 500 records per delivery file, a file every 5 minutes per
+    /// stream (what `keytrail gen` writes).
     fn default() -> Self {
         GenOptions {
             events: 100_000,
             seed: 1,
             records_per_file: 500,
+            file_interval_minutes: 5,
         }
     }
 }
@@ -85,8 +90,9 @@ pub fn generate(out: &Path, options: &GenOptions) -> std::io::Result<GenSummary>
         // Nine (account, region) streams, each delivering one file every five minutes.
         let stream = (file_index % 9) as usize;
         let (account, region) = (ACCOUNTS[stream / 3], REGIONS[stream % 3]);
-        let window = start + Duration::minutes(5 * (file_index / 9) as i64);
-        let path = generator.write_file(out, account, region, stream, window, n)?;
+        let interval = Duration::minutes(i64::from(options.file_interval_minutes.max(1)));
+        let window = start + interval * i32::try_from(file_index / 9).unwrap_or(i32::MAX);
+        let path = generator.write_file(out, account, region, stream, (window, interval), n)?;
         summary.bytes += fs::metadata(&path)?.len();
         summary.events += n;
         summary.files += 1;
@@ -102,12 +108,15 @@ impl Generator {
         account: &str,
         region: &str,
         stream: usize,
-        window: DateTime<Utc>,
+        (window, interval): (DateTime<Utc>, Duration),
         records: u64,
     ) -> std::io::Result<PathBuf> {
+        // As CloudTrail does, a file is named and filed by when it was delivered: the end of the
+        // interval its events are from.
+        let delivered = window + interval;
         let dir = out.join(format!(
             "AWSLogs/{account}/CloudTrail/{region}/{}",
-            window.format("%Y/%m/%d")
+            delivered.format("%Y/%m/%d")
         ));
         fs::create_dir_all(&dir)?;
         let unique: String = (0..16)
@@ -120,7 +129,7 @@ impl Generator {
             .collect();
         let path = dir.join(format!(
             "{account}_CloudTrail_{region}_{}_{unique}.json.gz",
-            window.format("%Y%m%dT%H%MZ")
+            delivered.format("%Y%m%dT%H%MZ")
         ));
         let mut gz = GzEncoder::new(BufWriter::new(File::create(&path)?), Compression::default());
         gz.write_all(b"{\"Records\":[")?;
@@ -129,7 +138,7 @@ impl Generator {
                 gz.write_all(b",")?;
             }
             // CloudTrail files are roughly, not strictly, in time order.
-            let offset = self.rng.random_range(0..300_000i64);
+            let offset = self.rng.random_range(0..interval.num_milliseconds().max(1));
             let time = window + Duration::milliseconds(offset);
             let record = self.record(account, region, stream, time);
             serde_json::to_writer(&mut gz, &record)?;
@@ -424,6 +433,7 @@ mod tests {
             events: 1234,
             seed: 7,
             records_per_file: 500,
+            ..GenOptions::default()
         };
         let sa = generate(a.path(), &options).unwrap();
         generate(b.path(), &options).unwrap();

@@ -17,6 +17,7 @@ fn generate_logs(dir: &Path, events: u64, seed: u64) {
         events,
         seed,
         records_per_file: 500,
+        ..GenOptions::default()
     };
     generate(dir, &options).unwrap();
 }

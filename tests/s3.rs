@@ -988,3 +988,68 @@ fn a_profile_alone_is_enough_for_convert_sql_and_info() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("no usable AWS credentials"), "{stderr}");
 }
+
+#[test]
+fn sql_over_raw_logs_in_a_bucket_lists_only_the_prefixes_a_query_needs() {
+    let scratch = tempfile::tempdir().unwrap();
+    let moto_log = scratch.path().join("moto.log");
+    let server = start_server_with(&moto_log, &["--log-requests"]);
+    let all = run(keytrail(&server).args([
+        "sql",
+        "s3://trail-logs",
+        "SELECT count(*) AS n, count(DISTINCT event_id) AS ids FROM events",
+    ]));
+    let stderr = String::from_utf8_lossy(&all.stderr);
+    assert_eq!(all.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&all.stdout),
+        format!("n,ids\n{0},{0}\n", server.records)
+    );
+    assert!(
+        stderr.contains(&format!("-- read {} files", server.objects - 1)),
+        "the digest directory is not read: {stderr}"
+    );
+
+    // Another Region: its prefix is not there, so no object is listed or read.
+    std::fs::write(&moto_log, "").unwrap();
+    let other = run(keytrail(&server).args([
+        "sql",
+        "s3://trail-logs",
+        "SELECT count(*) AS n FROM events WHERE aws_region = 'eu-west-1'",
+    ]));
+    assert_eq!(String::from_utf8_lossy(&other.stdout), "n\n0\n");
+    let requests = std::fs::read_to_string(&moto_log).unwrap();
+    let lists: Vec<&str> = requests.lines().filter(|l| l.contains("list-type=2")).collect();
+    assert!(!lists.is_empty(), "{requests}");
+    assert!(
+        lists.iter().all(|l| !l.contains("us-east-1")),
+        "the us-east-1 prefix was listed:\n{}",
+        lists.join("\n")
+    );
+    assert!(
+        !requests.lines().any(|l| l.contains("GET /trail-logs/AWSLogs")),
+        "no object is read:\n{requests}"
+    );
+
+    // A time window within the hour of the logs, against the same query over every file.
+    let window = "SELECT count(*) AS n FROM events WHERE event_time >= '2023-07-10T12:20:00Z' AND event_time < '2023-07-10T12:25:00Z'";
+    let pruned = run(keytrail(&server).args(["sql", "s3://trail-logs", window]));
+    let unpruned =
+        run(keytrail(&server).args(["sql", "s3://trail-logs", window, "--delivery-margin", "off"]));
+    assert_eq!(pruned.stdout, unpruned.stdout, "pruning lost no row");
+    let files_read = |output: &Output| -> u64 {
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        stderr
+            .split("-- read ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{stderr}"))
+    };
+    assert!(
+        files_read(&pruned) < files_read(&unpruned),
+        "{} of {} files",
+        files_read(&pruned),
+        files_read(&unpruned)
+    );
+}

@@ -91,7 +91,7 @@ fn partition_filters_prune_directories() {
                 .column(0)
                 .as_primitive::<arrow::datatypes::Int64Type>()
                 .value(0),
-            34
+            35
         );
     });
 }
@@ -195,6 +195,7 @@ SELECT 'never run';
             format: Format::Csv,
             max_rows: 100,
             timing: true,
+            scan_summaries: true,
         };
         let failures = run_shell(
             &session,
@@ -212,7 +213,7 @@ SELECT 'never run';
             out.contains("events,BASE TABLE") && out.contains("kms_events,VIEW"),
             "{out}"
         );
-        assert!(out.contains("n\n67\n"), "{out}");
+        assert!(out.contains("n\n69\n"), "{out}");
         assert!(
             out.contains("kms_key_arn,Utf8,YES,\"ARN of the KMS key the call used"),
             "{out}"

@@ -1,5 +1,6 @@
-//! Runs the `.slt` files in tests/sql against a dataset converted from the real fixtures
-//! (Invictus and the KMS developer guide examples), through `keytrail::sql::SqlSession`.
+//! Runs the `.slt` files in tests/sql against the real fixtures (Invictus and the KMS developer
+//! guide examples) twice, through `keytrail::sql::SqlSession`: converted into a table, and read
+//! raw by each query. Both must give the same answers.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,7 +10,7 @@ use arrow::datatypes::DataType;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use futures::TryStreamExt;
 use keytrail::convert::{ConvertOptions, NoProgress, convert};
-use keytrail::sql::{SqlError, SqlSession};
+use keytrail::sql::{SessionOptions, SqlError, SqlSession};
 use sqllogictest::{DBOutput, DefaultColumnType};
 
 struct KeytrailDb {
@@ -98,7 +99,7 @@ fn main() -> ExitCode {
     let summary = convert(&options, &NoProgress).expect("fixtures convert");
     assert_eq!(
         summary.rows_written,
-        2900 + 69,
+        2900 + 71,
         "the .slt expectations assume these fixtures"
     );
 
@@ -119,25 +120,34 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("runtime");
+    let raw_inputs = vec![fixture("invictus"), fixture("aws-kms-developer-guide/events")];
     let (mut passed, mut failed) = (0, 0);
     for file in &files {
-        let dataset = dataset.clone();
-        let mut runner = sqllogictest::Runner::new(move || {
+        for raw in [false, true] {
             let dataset = dataset.clone();
-            async move {
-                Ok(KeytrailDb {
-                    session: SqlSession::open(&dataset, false).await?,
-                })
-            }
-        });
-        match runtime.block_on(runner.run_file_async(file)) {
-            Ok(()) => {
-                passed += 1;
-                println!("ok      {}", file.display());
-            }
-            Err(e) => {
-                failed += 1;
-                println!("FAILED  {}\n{e}", file.display());
+            let raw_inputs = raw_inputs.clone();
+            let mut runner = sqllogictest::Runner::new(move || {
+                let dataset = dataset.clone();
+                let raw_inputs = raw_inputs.clone();
+                async move {
+                    let session = if raw {
+                        SqlSession::open_raw_inputs(raw_inputs, &SessionOptions::default()).await?
+                    } else {
+                        SqlSession::open(&dataset, false).await?
+                    };
+                    Ok(KeytrailDb { session })
+                }
+            });
+            let over = if raw { "raw logs" } else { "converted" };
+            match runtime.block_on(runner.run_file_async(file)) {
+                Ok(()) => {
+                    passed += 1;
+                    println!("ok      {} ({over})", file.display());
+                }
+                Err(e) => {
+                    failed += 1;
+                    println!("FAILED  {} ({over})\n{e}", file.display());
+                }
             }
         }
     }

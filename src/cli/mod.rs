@@ -177,9 +177,10 @@ struct SchemaArgs {
 
 #[derive(Debug, Args)]
 struct SqlArgs {
-    /// A dataset written by `keytrail convert` (table `events`, view `kms_events`): a directory
-    /// or an s3://bucket/prefix.
-    #[arg(value_name = "DIR|URL", required_unless_present = "list_queries")]
+    /// What `events` (and the view `kms_events`) is: a table written by `keytrail convert` (a
+    /// directory or an s3://bucket/prefix), or raw CloudTrail logs — a file, directory, glob or
+    /// s3:// prefix of the files `convert` reads — flattened on the fly by each query.
+    #[arg(value_name = "DIR|FILE|GLOB|URL", required_unless_present = "list_queries")]
     dataset: Option<String>,
 
     /// SQL to run (several statements separated by `;` are run in turn). Without SQL, -f or
@@ -218,6 +219,30 @@ struct SqlArgs {
     /// Allow statements that write (CREATE, INSERT, COPY, ...).
     #[arg(long)]
     allow_write: bool,
+
+    /// Raw logs: fail a query at the first input or record that cannot be read (else each
+    /// query reports them on stderr and keytrail exits 3).
+    #[arg(long)]
+    strict: bool,
+
+    /// Raw logs: how long after an event the file holding it may have been delivered. Filters
+    /// on event_time or event_date skip files delivered outside the times asked for, widened by
+    /// this much; `off` never skips files by delivery time.
+    #[arg(long, value_name = "DURATION|off", default_value = "1h", value_parser = parse_margin)]
+    delivery_margin: DeliveryMargin,
+}
+
+/// `--delivery-margin`: a duration, or `off`.
+#[derive(Debug, Clone, Copy)]
+struct DeliveryMargin(Option<std::time::Duration>);
+
+fn parse_margin(text: &str) -> Result<DeliveryMargin, String> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(DeliveryMargin(None));
+    }
+    humantime::parse_duration(text)
+        .map(|d| DeliveryMargin(Some(d)))
+        .map_err(|e| format!("`{text}`: {e} (a duration such as 30m, 2h or 1d, or `off`)"))
 }
 
 fn parse_param(text: &str) -> Result<(String, String), String> {
@@ -244,6 +269,11 @@ struct GenArgs {
     /// Records per delivery file.
     #[arg(long, default_value_t = GenOptions::default().records_per_file as u64, value_parser = clap::value_parser!(u64).range(1..))]
     records_per_file: u64,
+
+    /// Minutes between two files of one account and Region (each holds the events of the
+    /// minutes before it was delivered).
+    #[arg(long, value_name = "MINUTES", default_value_t = GenOptions::default().file_interval_minutes, value_parser = clap::value_parser!(u32).range(1..))]
+    file_interval: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -337,7 +367,10 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    init_logging(cli.verbose, cli.quiet);
+    // `sql` lists the problems of the raw inputs a query read after its results; logging each
+    // as it is found too would say everything twice.
+    let lists_input_problems = matches!(cli.command, Command::Sql(_));
+    init_logging(cli.verbose, cli.quiet, lists_input_problems);
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) if is_broken_pipe(&e) => ExitCode::from(EXIT_OK),
@@ -374,7 +407,7 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
     })
 }
 
-fn init_logging(verbose: u8, quiet: bool) {
+fn init_logging(verbose: u8, quiet: bool, lists_input_problems: bool) {
     let default = match (quiet, verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
@@ -385,8 +418,11 @@ fn init_logging(verbose: u8, quiet: bool) {
     // delta-rs logs a lost commit race as an error and retries it; keytrail reports what matters
     // itself, so delta-rs and its kernel speak only from -vv on.
     let delta = if verbose >= 2 { default } else { "off" };
-    let directives =
+    let mut directives =
         format!("{default},deltalake_core={delta},buoyant_kernel={delta},buoyant_kernel_engine={delta}");
+    if lists_input_problems && verbose == 0 {
+        directives.push_str(",keytrail::convert::input=error");
+    }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(directives));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -400,7 +436,7 @@ fn init_logging(verbose: u8, quiet: bool) {
 fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Convert(args) => run_convert(args, cli.quiet),
-        Command::Sql(args) => run_sql(args),
+        Command::Sql(args) => run_sql(args, cli.quiet),
         Command::Schema(args) => {
             use crate::dataset::ddl;
             use crate::schema::{Schema, docs};
@@ -441,6 +477,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 events: args.events,
                 seed: args.seed,
                 records_per_file: usize::try_from(args.records_per_file).unwrap_or(usize::MAX),
+                file_interval_minutes: args.file_interval,
             };
             let summary = crate::synth::generate(&args.output, &options)
                 .with_context(|| format!("generating into {}", args.output.display()))?;
@@ -458,7 +495,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
-fn run_sql(args: SqlArgs) -> anyhow::Result<u8> {
+fn run_sql(args: SqlArgs, quiet: bool) -> anyhow::Result<u8> {
     use crate::sql::output::{Format, write_results};
     use crate::sql::shell::{Piped, ShellOptions, Terminal, list_queries, run_shell};
     use crate::sql::{SqlSession, queries};
@@ -485,9 +522,16 @@ fn run_sql(args: SqlArgs) -> anyhow::Result<u8> {
         (_, _, Some(name)) => Some(queries::find(name)?.render(&args.params.iter().cloned().collect())?),
         _ => None,
     };
+    let session_options = crate::sql::SessionOptions {
+        allow_write: args.allow_write,
+        raw: crate::sql::raw::RawOptions {
+            strict: args.strict,
+            delivery_margin: args.delivery_margin.0,
+        },
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
-        let session = SqlSession::open_location(&dataset, args.allow_write).await?;
+        let session = SqlSession::open_with(&dataset, &session_options).await?;
         let mut out: Box<dyn Write + Send> = match &args.output {
             Some(path) => Box::new(std::io::BufWriter::new(
                 std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
@@ -501,10 +545,22 @@ fn run_sql(args: SqlArgs) -> anyhow::Result<u8> {
                     anyhow::bail!("--format parquet writes one result: give exactly one statement");
                 }
                 for statement in statements {
-                    let stream = session.execute(statement).await?;
-                    write_results(stream, format, &mut *out, args.max_rows).await?;
+                    let result = match session.execute(statement).await {
+                        Ok(stream) => write_results(stream, format, &mut *out, args.max_rows).await,
+                        Err(e) => Err(e),
+                    };
+                    if let Some(summary) = session.take_scan_summary()
+                        && !quiet
+                    {
+                        crate::sql::output::write_scan_summary(&summary, &mut std::io::stderr())?;
+                    }
+                    result?;
                 }
-                Ok(EXIT_OK)
+                Ok(if session.input_problems() > 0 {
+                    EXIT_PARTIAL
+                } else {
+                    EXIT_OK
+                })
             }
             None => {
                 let interactive = std::io::stdin().is_terminal();
@@ -512,6 +568,7 @@ fn run_sql(args: SqlArgs) -> anyhow::Result<u8> {
                     format,
                     max_rows: args.max_rows,
                     timing: interactive,
+                    scan_summaries: !quiet,
                 };
                 let mut stderr = std::io::stderr();
                 let failures = if interactive {
@@ -524,7 +581,11 @@ fn run_sql(args: SqlArgs) -> anyhow::Result<u8> {
                     let mut source = Piped(std::io::stdin().lock());
                     run_shell(&session, &mut source, &mut *out, &mut stderr, &options).await?
                 };
-                Ok(if failures == 0 { EXIT_OK } else { EXIT_FAILURE })
+                Ok(match (failures, session.input_problems()) {
+                    (0, 0) => EXIT_OK,
+                    (0, _) => EXIT_PARTIAL,
+                    _ => EXIT_FAILURE,
+                })
             }
         }
     })

@@ -12,6 +12,7 @@ mod input;
 mod pipeline;
 pub mod report;
 mod run_state;
+pub mod scan;
 
 use std::path::PathBuf;
 

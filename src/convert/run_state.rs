@@ -48,6 +48,16 @@ impl RunState {
         self.stop.load(Ordering::Relaxed)
     }
 
+    /// The problem that ended the run under `--strict`, if one did.
+    pub(super) fn strict_problem(&self) -> Option<Problem> {
+        lock(&self.first_problem).clone()
+    }
+
+    /// The fatal error that ended the run, if one did (taken: asked once).
+    pub(super) fn take_fatal(&self) -> Option<ConvertError> {
+        lock(&self.fatal).take()
+    }
+
     /// Why the run ended early, if it did: the strict problem first, then a fatal error; and
     /// the quarantine, to finish when it did not.
     pub(super) fn into_outcome(self) -> (Option<ConvertError>, Quarantine) {

@@ -34,7 +34,9 @@ pub struct QuarantineEntry {
 /// Appends quarantined records; files are created on the first record.
 #[derive(Debug)]
 pub struct Quarantine {
-    dir: PathBuf,
+    /// `None`: the records are counted, not kept (a query over raw logs has nowhere to keep
+    /// them; its summary names each one).
+    dir: Option<PathBuf>,
     files: Option<(BufWriter<File>, BufWriter<File>)>,
     bin_offset: u64,
     count: u64,
@@ -43,7 +45,17 @@ pub struct Quarantine {
 impl Quarantine {
     pub fn new(dir: &Path) -> Quarantine {
         Quarantine {
-            dir: dir.to_path_buf(),
+            dir: Some(dir.to_path_buf()),
+            files: None,
+            bin_offset: 0,
+            count: 0,
+        }
+    }
+
+    /// A quarantine that counts records without keeping their bytes.
+    pub fn counting() -> Quarantine {
+        Quarantine {
+            dir: None,
             files: None,
             bin_offset: 0,
             count: 0,
@@ -64,10 +76,14 @@ impl Quarantine {
         reason: &str,
         bytes: &[u8],
     ) -> Result<(), DatasetError> {
+        let Some(dir) = &self.dir else {
+            self.count += 1;
+            return Ok(());
+        };
         if self.files.is_none() {
-            fs::create_dir_all(&self.dir).map_err(io_error(&self.dir))?;
+            fs::create_dir_all(dir).map_err(io_error(dir))?;
             let open = |name: &str| -> Result<BufWriter<File>, DatasetError> {
-                let path = self.dir.join(name);
+                let path = dir.join(name);
                 Ok(BufWriter::new(File::create(&path).map_err(io_error(&path))?))
             };
             self.files = Some((open(RECORDS_FILE)?, open(REASONS_FILE)?));
@@ -81,17 +97,16 @@ impl Quarantine {
             bin_offset: self.bin_offset,
             length: bytes.len() as u64,
         };
-        bin.write_all(bytes)
-            .map_err(io_error(&self.dir.join(RECORDS_FILE)))?;
+        bin.write_all(bytes).map_err(io_error(&dir.join(RECORDS_FILE)))?;
         let mut line = serde_json::to_vec(&entry).map_err(|source| DatasetError::Json {
-            path: self.dir.join(REASONS_FILE),
+            path: dir.join(REASONS_FILE),
             what: "quarantine entry",
             source,
         })?;
         line.push(b'\n');
         reasons
             .write_all(&line)
-            .map_err(io_error(&self.dir.join(REASONS_FILE)))?;
+            .map_err(io_error(&dir.join(REASONS_FILE)))?;
         self.bin_offset += bytes.len() as u64;
         self.count += 1;
         Ok(())
@@ -99,9 +114,9 @@ impl Quarantine {
 
     /// Flushes and syncs the files.
     pub fn finish(self) -> Result<u64, DatasetError> {
-        if let Some((bin, reasons)) = self.files {
+        if let (Some((bin, reasons)), Some(dir)) = (self.files, &self.dir) {
             for (writer, name) in [(bin, RECORDS_FILE), (reasons, REASONS_FILE)] {
-                let path = self.dir.join(name);
+                let path = dir.join(name);
                 let file = writer.into_inner().map_err(|e| DatasetError::Io {
                     path: path.clone(),
                     source: e.into_error(),

@@ -7,6 +7,7 @@ use globset::{GlobBuilder, GlobMatcher};
 use walkdir::WalkDir;
 
 use super::Input;
+use super::layout::{DeliveryFilter, delivery_time};
 use crate::dataset::layout::is_hidden_name;
 use crate::store::{S3Url, Stores};
 
@@ -16,6 +17,9 @@ pub struct Discovery {
     pub inputs: Vec<Input>,
     /// Each argument or directory entry that could not be used.
     pub problems: Vec<DiscoveryProblem>,
+    /// Files and directories skipped by a [`DeliveryFilter`] (directories are not looked into).
+    pub pruned_files: u64,
+    pub pruned_dirs: u64,
 }
 
 /// An input argument or directory entry that could not be used.
@@ -45,6 +49,17 @@ fn problem(input: impl std::fmt::Display, message: impl Into<String>) -> Discove
 /// Directory walks skip hidden entries (`.name`) and `_`-prefixed ones, the names that Hive, Spark
 /// and Athena treat as not-data. Order is sorted by path so runs are reproducible.
 pub fn discover(args: &[String], stores: Option<&Stores>) -> Discovery {
+    discover_filtered(args, stores, None)
+}
+
+/// [`discover`], skipping the directories and files that `filter` says hold no wanted events
+/// (on S3, the prefixes it skips are not listed).
+pub fn discover_filtered(
+    args: &[String],
+    stores: Option<&Stores>,
+    filter: Option<&DeliveryFilter>,
+) -> Discovery {
+    let mut pruned = Pruned::default();
     let mut found = BTreeSet::new();
     let mut objects: Vec<Input> = Vec::new();
     let mut stdin = false;
@@ -56,7 +71,7 @@ pub fn discover(args: &[String], stores: Option<&Stores>) -> Discovery {
         }
         if let Some(url) = S3Url::parse(arg) {
             let listed = url.and_then(|url| match stores {
-                Some(stores) => stores.list(&url),
+                Some(stores) => stores.list_filtered(&url, filter, &mut pruned),
                 None => Err(crate::store::StoreError::Url {
                     url: url.to_string(),
                     message: "object store inputs are not available here".into(),
@@ -71,14 +86,25 @@ pub fn discover(args: &[String], stores: Option<&Stores>) -> Discovery {
         }
         let path = Path::new(arg);
         if path.is_dir() {
-            walk(path, None, &mut found, &mut problems);
+            walk(path, None, filter, &mut found, &mut problems, &mut pruned);
         } else if path.exists() {
-            found.insert(path.to_path_buf());
+            if filter.is_some_and(|f| !f.may_hold_file(arg)) {
+                pruned.files += 1;
+            } else {
+                found.insert(path.to_path_buf());
+            }
         } else if has_glob_chars(arg) {
             match glob_matcher(arg) {
                 Ok(matcher) => {
                     let before = found.len();
-                    walk(&glob_base(arg), Some(&matcher), &mut found, &mut problems);
+                    walk(
+                        &glob_base(arg),
+                        Some(&matcher),
+                        filter,
+                        &mut found,
+                        &mut problems,
+                        &mut pruned,
+                    );
                     if found.len() == before {
                         problems.push(problem(arg, "the pattern matched no files"));
                     }
@@ -97,7 +123,19 @@ pub fn discover(args: &[String], stores: Option<&Stores>) -> Discovery {
     if stdin {
         inputs.push(Input::Stdin);
     }
-    Discovery { inputs, problems }
+    Discovery {
+        inputs,
+        problems,
+        pruned_files: pruned.files,
+        pruned_dirs: pruned.dirs,
+    }
+}
+
+/// What a [`DeliveryFilter`] skipped.
+#[derive(Debug, Default)]
+pub struct Pruned {
+    pub files: u64,
+    pub dirs: u64,
 }
 
 fn has_glob_chars(arg: &str) -> bool {
@@ -132,20 +170,36 @@ fn glob_base(pattern: &str) -> PathBuf {
 fn walk(
     root: &Path,
     matcher: Option<&GlobMatcher>,
+    filter: Option<&DeliveryFilter>,
     found: &mut BTreeSet<PathBuf>,
     problems: &mut Vec<DiscoveryProblem>,
+    pruned: &mut Pruned,
 ) {
+    let pruned_dirs = std::cell::Cell::new(0);
     let walker = WalkDir::new(root)
         .follow_links(true)
         .sort_by_file_name()
         .into_iter()
-        .filter_entry(|e| e.depth() == 0 || !is_hidden(e.file_name()));
+        .filter_entry(|e| {
+            if e.depth() > 0 && is_hidden(e.file_name()) {
+                return false;
+            }
+            let skipped = e.file_type().is_dir()
+                && filter.is_some_and(|f| !f.may_hold_dir(&e.path().to_string_lossy()));
+            pruned_dirs.set(pruned_dirs.get() + u64::from(skipped));
+            !skipped
+        });
     for entry in walker {
         match entry {
             Ok(entry) if entry.file_type().is_file() => {
                 let path = entry.into_path();
                 let relative = path.strip_prefix("./").unwrap_or(&path);
-                if matcher.is_none_or(|m| m.is_match(relative) || m.is_match(&path)) {
+                if !matcher.is_none_or(|m| m.is_match(relative) || m.is_match(&path)) {
+                    continue;
+                }
+                if filter.is_some_and(|f| !f.may_hold_file(&path.to_string_lossy())) {
+                    pruned.files += 1;
+                } else {
                     found.insert(path);
                 }
             }
@@ -158,6 +212,7 @@ fn walk(
             )),
         }
     }
+    pruned.dirs += pruned_dirs.get();
 }
 
 /// Puts inputs in the order CloudTrail delivered them: by the delivery time in a CloudTrail file
@@ -169,18 +224,6 @@ fn walk(
 /// they arrive nearly sorted and stream to Parquet without spilling.
 pub fn sort_by_delivery_time(inputs: &mut [Input]) {
     inputs.sort_by_cached_key(|input| delivery_time(&input.to_string()).map(str::to_string));
-}
-
-/// The `YYYYMMDDTHHMMZ` field of a CloudTrail log file name.
-fn delivery_time(path: &str) -> Option<&str> {
-    let name = path.rsplit(['/', '\\']).next()?;
-    name.split('_').find(|field| {
-        let bytes = field.as_bytes();
-        bytes.len() == 14
-            && bytes[8] == b'T'
-            && bytes[13] == b'Z'
-            && bytes[..8].iter().chain(&bytes[9..13]).all(u8::is_ascii_digit)
-    })
 }
 
 fn is_hidden(name: &std::ffi::OsStr) -> bool {

@@ -4,6 +4,7 @@
 pub mod classify;
 pub mod discover;
 pub(crate) mod json;
+pub mod layout;
 pub mod split;
 
 use std::fmt;
@@ -16,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use flate2::read::MultiGzDecoder;
 use xxhash_rust::xxh3::Xxh3;
 
-pub use discover::{Discovery, DiscoveryProblem, discover, sort_by_delivery_time};
+pub use discover::{Discovery, DiscoveryProblem, Pruned, discover, discover_filtered, sort_by_delivery_time};
 
 use crate::store::RemoteObject;
 

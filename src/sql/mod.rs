@@ -9,6 +9,7 @@
 mod delta_events;
 pub mod output;
 pub mod queries;
+pub mod raw;
 pub mod shell;
 
 use std::path::{Path, PathBuf};
@@ -26,7 +27,7 @@ use datafusion::sql::sqlparser::dialect::dialect_from_str;
 
 use crate::dataset::layout::{MARKER_FILE, META_DIR, is_hidden_name};
 use crate::dataset::table::{DELTA_LOG_DIR, SCHEMA_VERSION_PROPERTY};
-use crate::dataset::{DatasetError, DatasetMarker, TableError, TableLocation};
+use crate::dataset::{DatasetError, DatasetMarker, Partitioning, TableError, TableLocation};
 use crate::schema::Schema;
 use crate::store::{S3Url, StoreError};
 use futures::StreamExt;
@@ -37,7 +38,9 @@ use object_store::ObjectStoreExt;
 pub enum SqlError {
     #[error("{0}: no such directory")]
     NotFound(PathBuf),
-    #[error("{0}: no Parquet files found (convert logs into it with `keytrail convert ... --output {0}`)")]
+    #[error(
+        "{0}: no Parquet files found and no CloudTrail logs to read (convert logs into it with `keytrail convert ... --output {0}`)"
+    )]
     NoParquet(PathBuf),
     #[error("{path}: {source}")]
     Path { path: PathBuf, source: std::io::Error },
@@ -69,6 +72,9 @@ pub enum SqlError {
     Editor(#[from] rustyline::error::ReadlineError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The S3 prefix holds CloudTrail logs, not Parquet: opened as raw logs instead.
+    #[error("raw CloudTrail logs")]
+    RawLogs,
     /// Not a `#[source]`: the message already is the innermost cause, on one line.
     #[error("{}", one_line(.0))]
     DataFusion(DataFusionError),
@@ -85,19 +91,57 @@ pub const EVENTS_TABLE: &str = "events";
 /// The view of KMS events.
 pub const KMS_VIEW: &str = "kms_events";
 
-/// A DataFusion session over one converted dataset.
+/// A DataFusion session over one converted dataset, or over raw CloudTrail logs.
 pub struct SqlSession {
     ctx: SessionContext,
     options: SQLOptions,
     partition_columns: Vec<String>,
+    /// The `events` table when it is raw logs read on the fly.
+    raw: Option<Arc<raw::RawEvents>>,
+    /// Problems with raw inputs reported by [`SqlSession::take_scan_summary`] so far.
+    input_problems: std::sync::atomic::AtomicU64,
+}
+
+/// How a session opens its table.
+#[derive(Debug, Clone, Default)]
+pub struct SessionOptions {
+    /// Allow DDL and DML statements.
+    pub allow_write: bool,
+    /// How raw logs are read, when the location holds no converted table.
+    pub raw: raw::RawOptions,
 }
 
 impl SqlSession {
     /// Opens a dataset directory or an `s3://bucket/prefix` location (see [`crate::store`] for
     /// the AWS settings read from the environment).
     pub async fn open_location(location: &str, allow_write: bool) -> Result<SqlSession, SqlError> {
+        let options = SessionOptions {
+            allow_write,
+            ..SessionOptions::default()
+        };
+        SqlSession::open_with(location, &options).await
+    }
+
+    /// Opens what `location` holds: a Delta table, a directory of Hive-partitioned Parquet, or
+    /// else raw CloudTrail logs (files, directories, globs or an S3 prefix; see [`raw`]).
+    pub async fn open_with(location: &str, options: &SessionOptions) -> Result<SqlSession, SqlError> {
+        let allow_write = options.allow_write;
         match S3Url::parse(location) {
-            None => SqlSession::open(Path::new(location), allow_write).await,
+            None => {
+                let path = Path::new(location);
+                if path.is_dir() && (path.join(DELTA_LOG_DIR).is_dir() || first_parquet_file(path).is_some())
+                {
+                    return SqlSession::open(path, allow_write).await;
+                }
+                if !path.exists() && !location.contains(['*', '?', '[', '{']) {
+                    return Err(SqlError::NotFound(path.to_path_buf()));
+                }
+                let found = crate::read::discover(&[location.to_string()], None);
+                if found.inputs.is_empty() {
+                    return Err(SqlError::NoParquet(path.to_path_buf()));
+                }
+                SqlSession::open_raw(location, options).await
+            }
             Some(url) => {
                 let url = url?;
                 let store = crate::store::s3_store(&url.bucket).await?;
@@ -106,9 +150,55 @@ impl SqlSession {
                 if table.has_delta_log().await.map_err(DatasetError::from)? {
                     return SqlSession::open_delta(&table, allow_write).await;
                 }
-                SqlSession::open_s3(&url, store, allow_write).await
+                match SqlSession::open_s3(&url, store, allow_write).await {
+                    Err(SqlError::RawLogs) => SqlSession::open_raw(location, options).await,
+                    opened => opened,
+                }
             }
         }
+    }
+
+    async fn open_raw(location: &str, options: &SessionOptions) -> Result<SqlSession, SqlError> {
+        SqlSession::open_raw_inputs(vec![location.to_string()], options).await
+    }
+
+    /// Opens raw logs as `events`, read on the fly by each query: `inputs` as `keytrail
+    /// convert` takes them (files, directories, globs, `s3://` prefixes).
+    pub async fn open_raw_inputs(
+        inputs: Vec<String>,
+        options: &SessionOptions,
+    ) -> Result<SqlSession, SqlError> {
+        let stores = Arc::new(crate::store::Stores::on(tokio::runtime::Handle::current()));
+        let table = Arc::new(raw::RawEvents::new(inputs, stores, options.raw.clone()));
+        let ctx = new_context()?;
+        let mut session = SqlSession::with_events_provider(
+            ctx,
+            table.clone(),
+            Partitioning::default().column_names(),
+            options.allow_write,
+        )
+        .await?;
+        session.raw = Some(table);
+        Ok(session)
+    }
+
+    /// What the statements run since the last call read from raw logs: `None` when the table
+    /// is not raw logs or no statement read it.
+    pub fn take_scan_summary(&self) -> Option<crate::convert::scan::ScanSummary> {
+        let summary = self.raw.as_ref().and_then(|raw| raw.take_summary())?;
+        self.input_problems
+            .fetch_add(summary.problem_count, std::sync::atomic::Ordering::Relaxed);
+        Some(summary)
+    }
+
+    /// Problems with raw inputs found by the statements reported so far (a CLI exits 3 then).
+    pub fn input_problems(&self) -> u64 {
+        self.input_problems.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether `events` is raw logs read by each query.
+    pub fn is_raw(&self) -> bool {
+        self.raw.is_some()
     }
 
     /// Opens the dataset in `dir`: a Delta table, or else a directory of Hive-partitioned
@@ -174,11 +264,15 @@ impl SqlSession {
                         .skip(skip)
                         .map(|p| p.as_ref().to_string())
                         .collect();
-                    if meta.location.as_ref().ends_with(".parquet")
-                        && !parts.iter().any(|p| is_hidden_name(p))
-                    {
+                    if parts.iter().any(|p| is_hidden_name(p)) {
+                        continue;
+                    }
+                    if meta.location.as_ref().ends_with(".parquet") {
                         first = Some(parts);
                         break;
+                    }
+                    if looks_like_logs(meta.location.as_ref()) {
+                        return Err(SqlError::RawLogs);
                     }
                 }
                 let parts = first.ok_or_else(|| SqlError::NoParquet(PathBuf::from(url.to_string())))?;
@@ -270,6 +364,8 @@ impl SqlSession {
             ctx,
             options,
             partition_columns,
+            raw: None,
+            input_problems: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -375,6 +471,15 @@ fn hive_columns<'a>(relative: impl Iterator<Item = &'a str>) -> Vec<String> {
         .iter()
         .filter_map(|part| part.split_once('=').map(|(k, _)| k.to_string()))
         .collect()
+}
+
+/// Whether an object's name is one CloudTrail logs (or the exports `keytrail convert` reads)
+/// have: what makes an S3 prefix without Parquet a table of raw logs.
+fn looks_like_logs(key: &str) -> bool {
+    let name = key.rsplit('/').next().unwrap_or(key).to_ascii_lowercase();
+    [".json", ".json.gz", ".gz", ".ndjson", ".jsonl", ".log", ".zip"]
+        .iter()
+        .any(|extension| name.ends_with(extension))
 }
 
 fn first_parquet_file(dir: &Path) -> Option<PathBuf> {

@@ -172,3 +172,29 @@ fn flatten_nested(batch: &RecordBatch) -> Result<RecordBatch, SqlError> {
 fn io(e: std::io::Error) -> SqlError {
     SqlError::Io(e)
 }
+
+/// Problems listed after a query over raw logs (the rest are counted).
+const PROBLEMS_SHOWN: usize = 10;
+
+/// Reports what a query over raw logs read, as comment lines for stderr: one line of counts,
+/// then the first problems, each naming its input and record.
+pub fn write_scan_summary(
+    summary: &crate::convert::scan::ScanSummary,
+    err: &mut dyn Write,
+) -> std::io::Result<()> {
+    writeln!(err, "-- {summary}")?;
+    for problem in summary.problems.iter().take(PROBLEMS_SHOWN) {
+        writeln!(err, "-- problem: {problem}")?;
+    }
+    let more = summary
+        .problem_count
+        .saturating_sub(PROBLEMS_SHOWN.min(summary.problems.len()) as u64);
+    if more > 0 {
+        writeln!(
+            err,
+            "-- and {more} more {}",
+            if more == 1 { "problem" } else { "problems" }
+        )?;
+    }
+    Ok(())
+}

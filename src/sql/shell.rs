@@ -11,7 +11,7 @@ use arrow::datatypes::{DataType, Field, Schema as ArrowSchema};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::stream;
 
-use super::output::{Format, write_results};
+use super::output::{Format, write_results, write_scan_summary};
 use super::{EVENTS_TABLE, SqlError, SqlSession, queries};
 use crate::schema::Schema;
 
@@ -86,6 +86,9 @@ pub struct ShellOptions {
     pub max_rows: usize,
     /// Print each statement's elapsed time on the error stream.
     pub timing: bool,
+    /// Print what each statement read from raw logs on the error stream (see
+    /// [`super::output::write_scan_summary`]).
+    pub scan_summaries: bool,
 }
 
 const HELP: &str = "\
@@ -188,6 +191,11 @@ async fn run_statements(
             Ok(stream) => write_results(stream, options.format, out, options.max_rows).await,
             Err(e) => Err(e),
         };
+        if let Some(summary) = session.take_scan_summary()
+            && options.scan_summaries
+        {
+            write_scan_summary(&summary, err).map_err(SqlError::Io)?;
+        }
         match result {
             Ok(rows) if options.timing => {
                 let elapsed = started.elapsed().as_secs_f64();

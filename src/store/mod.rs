@@ -26,6 +26,8 @@ use tracing::{debug, info_span};
 
 use crate::dataset::layout::is_hidden_name;
 pub(crate) use crate::dataset::object_errors::one_line;
+use crate::read::Pruned;
+use crate::read::layout::{DeliveryFilter, DeliveryPath};
 
 /// Errors talking to an object store; each names the location.
 #[derive(Debug, thiserror::Error)]
@@ -217,7 +219,9 @@ impl RemoteObject {
 
 /// The object stores of one run, and the runtime their requests run on.
 pub struct Stores {
-    runtime: Runtime,
+    /// The runtime made for these stores, when they were not given one.
+    owned_runtime: Option<Runtime>,
+    runtime: Handle,
     stores: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
 }
 
@@ -256,14 +260,25 @@ impl Stores {
             .build()
             .map_err(StoreError::Runtime)?;
         Ok(Stores {
-            runtime,
+            runtime: runtime.handle().clone(),
+            owned_runtime: Some(runtime),
             stores: Mutex::new(HashMap::new()),
         })
     }
 
+    /// Stores whose requests run on `runtime` (a SQL session's). Their blocking calls
+    /// ([`Stores::list`], [`RemoteObject::reader`]) must then be made off its worker threads.
+    pub fn on(runtime: Handle) -> Stores {
+        Stores {
+            owned_runtime: None,
+            runtime,
+            stores: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// The runtime the stores' requests run on.
     pub fn handle(&self) -> &Handle {
-        self.runtime.handle()
+        &self.runtime
     }
 
     /// The store of one bucket (made on first use).
@@ -330,6 +345,104 @@ impl Stores {
         Ok(objects)
     }
 
+    /// [`Stores::list`], listing only the prefixes `filter` may want: the delivery layout's
+    /// levels (accounts, Regions, years, months, days) are listed one level at a time, and only
+    /// the matching ones are looked into; below a day, or outside the layout, a prefix is listed
+    /// whole and its files filtered by name.
+    pub fn list_filtered(
+        &self,
+        url: &S3Url,
+        filter: Option<&DeliveryFilter>,
+        pruned: &mut Pruned,
+    ) -> Result<Vec<RemoteObject>, StoreError> {
+        // Listing level by level costs a request per directory: only worth it when the filter
+        // can skip directories below the layout's top (an empty one skips only digests).
+        let Some(filter) = filter.filter(|f| !f.is_empty() && !url.key.contains(['*', '?', '[', '{'])) else {
+            let mut objects = self.list(url)?;
+            if let Some(filter) = filter {
+                let before = objects.len();
+                objects.retain(|o| filter.may_hold_file(&o.url.key));
+                pruned.files += (before - objects.len()) as u64;
+            }
+            return Ok(objects);
+        };
+        let _span = info_span!("list by delivery layout", %url).entered();
+        let store = self.store(&url.bucket)?;
+        let access = |error| StoreError::Access {
+            url: url.to_string(),
+            error,
+        };
+        let base = url.path();
+        let base_parts = base.as_ref().map_or(0, |p| p.parts().count());
+        let hidden = |location: &ObjectPath| {
+            location
+                .parts()
+                .skip(base_parts)
+                .any(|part| is_hidden_name(part.as_ref()))
+        };
+        let mut metas: Vec<ObjectMeta> = Vec::new();
+        // (prefix, levels below the base listed one at a time so far)
+        let mut pending: Vec<(Option<ObjectPath>, usize)> = vec![(base.clone(), 0)];
+        while let Some((prefix, depth)) = pending.pop() {
+            let text = prefix.as_ref().map_or(String::new(), ToString::to_string);
+            let layout = DeliveryPath::parse(&text, false);
+            let in_layout = layout.account.is_some() || text.split('/').any(|p| p == "AWSLogs");
+            if layout.reaches_day() || (!in_layout && depth >= MAX_DELIMITED_LEVELS) {
+                let listed: Vec<ObjectMeta> = self
+                    .runtime
+                    .block_on(store.list(prefix.as_ref()).try_collect())
+                    .map_err(access)?;
+                metas.extend(listed);
+                continue;
+            }
+            let level = self
+                .runtime
+                .block_on(store.list_with_delimiter(prefix.as_ref()))
+                .map_err(access)?;
+            metas.extend(level.objects);
+            for below in level.common_prefixes {
+                if hidden(&below) {
+                    continue;
+                }
+                if filter.may_hold_dir(below.as_ref()) {
+                    pending.push((Some(below), depth + 1));
+                } else {
+                    pruned.dirs += 1;
+                }
+            }
+        }
+        let mut objects = Vec::with_capacity(metas.len());
+        for meta in metas {
+            if hidden(&meta.location) {
+                continue;
+            }
+            if filter.may_hold_file(meta.location.as_ref()) {
+                objects.push(self.remote(&store, url, meta));
+            } else {
+                pruned.files += 1;
+            }
+        }
+        if objects.is_empty()
+            && pruned.files == 0
+            && pruned.dirs == 0
+            && let Some(path) = url.path()
+        {
+            match self.runtime.block_on(store.head(&path)) {
+                Ok(meta) => objects.push(self.remote(&store, url, meta)),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(source) => return Err(access(source)),
+            }
+        }
+        objects.sort();
+        debug!(
+            objects = objects.len(),
+            pruned_files = pruned.files,
+            pruned_dirs = pruned.dirs,
+            "listed"
+        );
+        Ok(objects)
+    }
+
     fn remote(&self, store: &Arc<dyn ObjectStore>, url: &S3Url, meta: ObjectMeta) -> RemoteObject {
         RemoteObject {
             url: S3Url {
@@ -341,10 +454,26 @@ impl Stores {
             modified: meta.last_modified.timestamp_nanos_opt().map(i128::from),
             etag: meta.e_tag,
             store: store.clone(),
-            runtime: self.runtime.handle().clone(),
+            runtime: self.runtime.clone(),
         }
     }
 }
+
+impl Drop for Stores {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks until its tasks end, which tokio forbids inside another
+        // runtime (a SQL session ends inside the CLI's); nothing of ours is left running on it.
+        if let Some(runtime) = self.owned_runtime.take()
+            && Handle::try_current().is_ok()
+        {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Levels outside the delivery layout listed one at a time before a prefix is listed whole
+/// (a bucket's top levels may lead to `AWSLogs/`).
+const MAX_DELIMITED_LEVELS: usize = 2;
 
 /// Splits a URL whose key holds glob characters into the literal prefix to list and a matcher
 /// for whole keys.

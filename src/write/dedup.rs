@@ -20,13 +20,16 @@ const CALLER_ACCOUNT_COLUMN: &str = "user_identity_account_id";
 /// CloudTrail's duplicates are re-deliveries of one event, so they agree on all of it; requiring
 /// time and name as well as the id keeps hand-written examples that reuse an id apart. `account`
 /// is `recipient_account_id`, or the caller's account (`userIdentity.accountId`) where an export
-/// dropped the recipient. Where neither is known, two events of two principals may share id, time
-/// and name (console sign-ins in a peer's test data), so `content` — a fingerprint of every text
-/// column of the row — makes only identical copies the same event.
-type Identity = (i64, String, Option<String>, Option<String>, Option<u128>);
+/// dropped the recipient. `content` is a fingerprint: of the error code, request parameters and
+/// response elements when the account is known (two records of one id that differ there — a
+/// failed and a successful Decrypt in the KMS guide's examples — are two events, and which copy
+/// of one event is kept no longer depends on the order inputs were read in), of every text
+/// column where it is not (two principals' console sign-ins in a peer's test data share id,
+/// time and name: only identical copies are the same event).
+type Identity = (i64, String, Option<String>, Option<String>, u128);
 
 /// The identity of a row, borrowed from its batch.
-type IdentityRef<'a> = (i64, &'a str, Option<&'a str>, Option<&'a str>, Option<u128>);
+type IdentityRef<'a> = (i64, &'a str, Option<&'a str>, Option<&'a str>, u128);
 
 /// Where a batch's identity columns are.
 struct IdentityColumns {
@@ -56,17 +59,25 @@ fn identity_ref<'b>(
     row: usize,
 ) -> Option<IdentityRef<'b>> {
     let key = row_key(batch, &columns.key, row);
-    let [id, recipient, name, ..] = key.text;
+    let [id, recipient, name, error, request, response] = key.text;
     let account = recipient.or_else(|| columns.caller_account.and_then(|c| text_at(batch, c, row)));
-    let content = account.is_none().then(|| fingerprint(batch, &columns.text, row));
+    let content = match account {
+        Some(_) => fingerprint([error, request, response].into_iter()),
+        None => fingerprint(columns.text.iter().map(|&c| text_at(batch, c, row))),
+    };
     Some((key.time, id?, account, name, content))
 }
 
-/// xxh3-128 of the row's text columns (each as absent, or its length and bytes).
-fn fingerprint(batch: &RecordBatch, text_columns: &[usize], row: usize) -> u128 {
+/// xxh3-128 of texts (each as absent, or its length and bytes).
+fn fingerprint<'a>(texts: impl Iterator<Item = Option<&'a str>>) -> u128 {
     let mut hasher = Xxh3::new();
-    for &column in text_columns {
-        match text_at(batch, column, row) {
+    add_texts(&mut hasher, texts);
+    hasher.digest128()
+}
+
+fn add_texts<'a>(hasher: &mut Xxh3, texts: impl Iterator<Item = Option<&'a str>>) {
+    for text in texts {
+        match text {
             None => hasher.update(&[0]),
             Some(text) => {
                 hasher.update(&[1]);
@@ -75,7 +86,32 @@ fn fingerprint(batch: &RecordBatch, text_columns: &[usize], row: usize) -> u128 
             }
         }
     }
-    hasher.digest128()
+}
+
+/// The column that keeps two events apart in a conversion's default partitioning (they land in
+/// two partitions, each with its own dedup).
+#[cfg(feature = "sql")]
+const REGION_COLUMN: &str = "aws_region";
+
+/// Each row's identity as one xxh3-128 digest, for dropping copies across a whole query over raw
+/// logs, whose rows are in no order: `None` for a row without an event id (never a copy). The
+/// Region is part of it, as in a conversion partitioned by Region, which never compares events
+/// of two Regions.
+#[cfg(feature = "sql")]
+pub(crate) fn identity_digests(batch: &RecordBatch) -> Vec<Option<u128>> {
+    let columns = IdentityColumns::new(&batch.schema());
+    let region = batch.schema().index_of(REGION_COLUMN).ok();
+    (0..batch.num_rows())
+        .map(|row| {
+            let (time, id, account, name, content) = identity_ref(batch, &columns, row)?;
+            let mut hasher = Xxh3::new();
+            hasher.update(&time.to_le_bytes());
+            let region = region.and_then(|c| text_at(batch, c, row));
+            add_texts(&mut hasher, [Some(id), account, name, region].into_iter());
+            hasher.update(&content.to_le_bytes());
+            Some(hasher.digest128())
+        })
+        .collect()
 }
 
 fn owned(identity: IdentityRef<'_>) -> Identity {
@@ -118,7 +154,7 @@ impl Dedup {
         for file in existing_files {
             // The identity columns are enough for most rows; a file with rows whose account is
             // unknown is read again whole, for their content fingerprints.
-            let with_accounts = |identity: &IdentityRef<'_>| identity.4.is_none();
+            let with_accounts = |identity: &IdentityRef<'_>| identity.2.is_some();
             let mut without_account = false;
             read_identities(file, true, &mut |identity| {
                 without_account |= !with_accounts(&identity);

@@ -13,7 +13,7 @@
 //! `partition_state` (one partition's rows on their way), `sort`, `merge`, `dedup`, `spill`,
 //! `gather` (building sorted batches) and `parquet_file` (rolling Parquet files).
 
-mod dedup;
+pub(crate) mod dedup;
 mod gather;
 mod merge;
 pub mod options;

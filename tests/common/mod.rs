@@ -46,6 +46,7 @@ pub fn generate_tree(dir: &Path, events: u64, seed: u64, records_per_file: usize
         events,
         seed,
         records_per_file,
+        ..keytrail::synth::GenOptions::default()
     };
     keytrail::synth::generate(dir, &options)
         .expect("generated tree")

@@ -19,6 +19,7 @@ number of write requests counted so far is kept in FILE.writes.
 """
 
 import argparse
+import datetime
 import gzip
 import hashlib
 import json
@@ -98,12 +99,15 @@ class Faults:
 
 
 def delivery_key(path: Path, records: list) -> str:
+    # As CloudTrail names a file: by when it was delivered, after its newest event (the minute
+    # after it, as names have no seconds).
     first = records[0]
     account = first["recipientAccountId"]
     region = first["awsRegion"]
-    date, time = first["eventTime"].split("T")
-    year, month, day = date.split("-")
-    stamp = f"{year}{month}{day}T{time[:2]}{time[3:5]}Z"
+    newest = max(r["eventTime"] for r in records)
+    delivered = datetime.datetime.strptime(newest, "%Y-%m-%dT%H:%M:%SZ") + datetime.timedelta(minutes=1)
+    year, month, day = delivered.strftime("%Y"), delivered.strftime("%m"), delivered.strftime("%d")
+    stamp = delivered.strftime("%Y%m%dT%H%MZ")
     unique = hashlib.sha256(path.name.encode()).hexdigest()[:16]
     return (
         f"AWSLogs/{account}/CloudTrail/{region}/{year}/{month}/{day}/"

@@ -1,0 +1,382 @@
+//! The scan of raw CloudTrail inputs as a DataFusion plan: each output partition is a group of
+//! inputs read, flattened and deduplicated on a thread of its own, streaming its batches.
+//!
+//! Copies of an event are dropped across all partitions of the scan (one shared set of identity
+//! digests, 16 bytes per event read), so a query sees each event once, as a converted table
+//! holds it.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, DictionaryArray, RecordBatch, RecordBatchOptions, StringArray, UInt16Array,
+};
+use arrow::datatypes::{SchemaRef, UInt16Type};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    ReplaceChildrenOptions,
+};
+use tokio::sync::mpsc;
+
+use crate::convert::ConvertError;
+use crate::convert::scan::{ScanLedger, take_batch};
+use crate::dataset::Partitioning as TablePartitioning;
+use crate::dataset::partitioning::partition_values;
+use crate::flatten::Flattener;
+use crate::read::Input;
+use crate::sync::lock;
+use crate::write::dedup::identity_digests;
+use crate::write::route::row_partitions;
+
+/// Batches waiting between a partition's thread and the query.
+const CHANNEL_BATCHES: usize = 2;
+
+/// What the scan was planned with.
+pub(super) struct ScanPlan {
+    /// Input groups, one per output partition, each in delivery order.
+    pub(super) groups: Vec<Vec<Input>>,
+    /// The table's whole schema and the projected columns' indexes into it.
+    pub(super) table_schema: SchemaRef,
+    pub(super) projection: Option<Vec<usize>>,
+    pub(super) limit: Option<usize>,
+    pub(super) batch_rows: usize,
+    pub(super) ledger: Arc<ScanLedger>,
+    /// Files and directories the delivery layout ruled out while planning.
+    pub(super) pruned_files: u64,
+    pub(super) pruned_dirs: u64,
+}
+
+/// The plan node (see the module docs).
+pub(super) struct RawEventsExec {
+    plan: Arc<ScanPlan>,
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+    seen: Arc<Mutex<HashSet<u128>>>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl fmt::Debug for RawEventsExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawEventsExec")
+            .field("inputs", &self.inputs())
+            .field("partitions", &self.plan.groups.len())
+            .finish()
+    }
+}
+
+impl RawEventsExec {
+    pub(super) fn new(plan: ScanPlan) -> Result<RawEventsExec> {
+        let schema = match &plan.projection {
+            Some(projection) => Arc::new(plan.table_schema.project(projection)?),
+            None => plan.table_schema.clone(),
+        };
+        let partitions = plan.groups.len().max(1);
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(partitions),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        let metrics = ExecutionPlanMetricsSet::new();
+        MetricBuilder::new(&metrics)
+            .global_counter("files_pruned")
+            .add(plan.pruned_files as usize);
+        MetricBuilder::new(&metrics)
+            .global_counter("dirs_pruned")
+            .add(plan.pruned_dirs as usize);
+        Ok(RawEventsExec {
+            plan: Arc::new(plan),
+            schema,
+            properties: Arc::new(properties),
+            seen: Arc::new(Mutex::new(HashSet::new())),
+            metrics,
+        })
+    }
+
+    fn inputs(&self) -> usize {
+        self.plan.groups.iter().map(Vec::len).sum()
+    }
+}
+
+impl DisplayAs for RawEventsExec {
+    fn fmt_as(&self, _format: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "RawEventsExec: inputs={}, pruned_files={}, pruned_dirs={}, partitions={}",
+            self.inputs(),
+            self.plan.pruned_files,
+            self.plan.pruned_dirs,
+            self.plan.groups.len().max(1)
+        )?;
+        if let Some(limit) = self.plan.limit {
+            write!(f, ", limit={limit}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for RawEventsExec {
+    fn name(&self) -> &'static str {
+        "RawEventsExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        Vec::new()
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+    }
+
+    /// A plan run again (a recursive query) reads every event again: it forgets what it saw.
+    fn reset_state(self: Arc<Self>) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(RawEventsExec {
+            plan: self.plan.clone(),
+            schema: self.schema.clone(),
+            properties: self.properties.clone(),
+            seen: Arc::new(Mutex::new(HashSet::new())),
+            metrics: ExecutionPlanMetricsSet::new(),
+        }))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn execute(&self, partition: usize, _context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        let group = self.plan.groups.get(partition).cloned().unwrap_or_default();
+        let (sender, mut receiver) = mpsc::channel::<Result<RecordBatch>>(CHANNEL_BATCHES);
+        let scanner = PartitionScan {
+            plan: self.plan.clone(),
+            output_schema: self.schema.clone(),
+            seen: self.seen.clone(),
+            sender,
+            rows_left: self.plan.limit,
+            files_opened: MetricBuilder::new(&self.metrics).counter("files_opened", partition),
+            bytes_scanned: MetricBuilder::new(&self.metrics).counter("bytes_scanned", partition),
+            events_read: MetricBuilder::new(&self.metrics).counter("events_read", partition),
+            duplicates_dropped: MetricBuilder::new(&self.metrics).counter("duplicates_dropped", partition),
+        };
+        std::thread::Builder::new()
+            .name(format!("keytrail-scan-{partition}"))
+            .spawn(move || scanner.run(&group))
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let stream = futures::stream::poll_fn(move |cx| receiver.poll_recv(cx));
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            stream,
+        )))
+    }
+}
+
+/// One partition's thread.
+struct PartitionScan {
+    plan: Arc<ScanPlan>,
+    output_schema: SchemaRef,
+    seen: Arc<Mutex<HashSet<u128>>>,
+    sender: mpsc::Sender<Result<RecordBatch>>,
+    rows_left: Option<usize>,
+    files_opened: Count,
+    bytes_scanned: Count,
+    events_read: Count,
+    duplicates_dropped: Count,
+}
+
+impl PartitionScan {
+    fn run(mut self, group: &[Input]) {
+        let mut flattener = Flattener::new();
+        let ledger = self.plan.ledger.clone();
+        let batch_rows = self.plan.batch_rows;
+        let mut last = None;
+        for input in group {
+            if ledger.stopped() || self.sender.is_closed() || self.rows_left == Some(0) {
+                break;
+            }
+            self.files_opened.add(1);
+            self.bytes_scanned.add(input.size().unwrap_or(0) as usize);
+            let mut go_on = true;
+            ledger.scan_input(input, &mut flattener, batch_rows, &mut |flattener| {
+                go_on = self.send(flattener, input);
+                go_on
+            });
+            // Small delivery files share a batch (a batch per file of 50 events costs the query
+            // more per row); a quarter-full batch goes at the end of a file, so the first rows
+            // of a slow listing come early.
+            if go_on && flattener.rows() >= batch_rows / 4 {
+                go_on = self.send(&mut flattener, input);
+            }
+            if !go_on {
+                return;
+            }
+            last = Some(input);
+        }
+        if let Some(input) = last
+            && flattener.rows() > 0
+            && !ledger.stopped()
+        {
+            self.send(&mut flattener, input);
+        }
+        let error = match ledger.stop_error() {
+            None => return,
+            Some(ConvertError::Strict(problem)) => {
+                DataFusionError::Execution(format!("stopped at the first problem (--strict): {problem}"))
+            }
+            Some(other) => DataFusionError::External(Box::new(other)),
+        };
+        let _ = self.sender.blocking_send(Err(error));
+    }
+
+    /// Sends the flattener's rows; false when the scan must stop.
+    fn send(&mut self, flattener: &mut Flattener, input: &Input) -> bool {
+        let batch = match take_batch(flattener, input) {
+            Ok(batch) => batch,
+            Err(error) => {
+                let _ = self
+                    .sender
+                    .blocking_send(Err(DataFusionError::External(Box::new(error))));
+                return false;
+            }
+        };
+        self.events_read.add(batch.num_rows());
+        let batch = match self.without_copies(batch).and_then(|b| self.output(&b)) {
+            Ok(batch) => batch,
+            Err(error) => {
+                let _ = self.sender.blocking_send(Err(error));
+                return false;
+            }
+        };
+        let batch = match self.rows_left.as_mut() {
+            Some(left) => {
+                let rows = batch.num_rows().min(*left);
+                *left -= rows;
+                batch.slice(0, rows)
+            }
+            None => batch,
+        };
+        batch.num_rows() == 0 || self.sender.blocking_send(Ok(batch)).is_ok()
+    }
+
+    /// The batch without events read before, by this partition or another.
+    fn without_copies(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        let digests = identity_digests(&batch);
+        let keep: BooleanArray = {
+            let mut seen = lock(&self.seen);
+            digests
+                .iter()
+                .map(|digest| Some(digest.is_none_or(|d| seen.insert(d))))
+                .collect()
+        };
+        let dropped = keep.false_count();
+        if dropped == 0 {
+            return Ok(batch);
+        }
+        self.duplicates_dropped.add(dropped);
+        self.plan.ledger.add_duplicates(dropped as u64);
+        Ok(arrow::compute::filter_record_batch(&batch, &keep)?)
+    }
+
+    /// The projected columns of a flattened batch, with the partition columns a converted table
+    /// has (derived from the rows as the writer derives their directories).
+    fn output(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let flattened = batch.num_columns();
+        let all: Vec<usize> = (0..self.plan.table_schema.fields().len()).collect();
+        let wanted = self.plan.projection.as_deref().unwrap_or(&all);
+        let partitioning = TablePartitioning::default();
+        let derived = if wanted.iter().any(|&i| i >= flattened) {
+            partition_columns(batch, &partitioning)?
+        } else {
+            Vec::new()
+        };
+        let columns: Vec<ArrayRef> = wanted
+            .iter()
+            .map(|&i| match i.checked_sub(flattened) {
+                None => batch.column(i).clone(),
+                Some(k) => derived[k].clone(),
+            })
+            .collect();
+        let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        Ok(RecordBatch::try_new_with_options(
+            self.output_schema.clone(),
+            columns,
+            &options,
+        )?)
+    }
+}
+
+/// The partition columns of `partitioning` for each row, dictionary-encoded as the Delta table
+/// provider gives them (null for Hive's default partition).
+pub(super) fn partition_columns(
+    batch: &RecordBatch,
+    partitioning: &TablePartitioning,
+) -> Result<Vec<ArrayRef>> {
+    let rows = row_partitions(partitioning, batch);
+    let values: Vec<Vec<(String, Option<String>)>> = rows
+        .paths
+        .iter()
+        .map(|path| partition_values(&format!("{path}/f"), partitioning))
+        .collect();
+    let keys = UInt16Array::from(
+        rows.ids
+            .iter()
+            .map(|&id| u16::try_from(id).ok())
+            .collect::<Vec<_>>(),
+    );
+    if keys.null_count() > 0 {
+        return Err(DataFusionError::Execution(format!(
+            "a batch of {} rows spans more than {} partitions",
+            batch.num_rows(),
+            u16::MAX
+        )));
+    }
+    (0..partitioning.keys().len())
+        .map(|column| {
+            let dictionary = StringArray::from(
+                values
+                    .iter()
+                    .map(|v| v[column].1.clone())
+                    .collect::<Vec<Option<String>>>(),
+            );
+            // Rows of the default partition are null rows, not rows holding a null entry.
+            let keys = UInt16Array::from(
+                keys.iter()
+                    .map(|k| k.filter(|&k| dictionary.is_valid(usize::from(k))))
+                    .collect::<Vec<_>>(),
+            );
+            let array = DictionaryArray::<UInt16Type>::try_new(keys, Arc::new(dictionary))?;
+            Ok(Arc::new(array) as ArrayRef)
+        })
+        .collect()
+}
