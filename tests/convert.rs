@@ -5,7 +5,8 @@ mod common;
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, TimeUnit};
 use common::*;
-use keytrail::convert::SkippedFile;
+use keytrail::convert::{ConvertOptions, NoProgress, SkippedFile, convert};
+use keytrail::dataset::OutputMode;
 use keytrail::dataset::{PartitionKey, Partitioning};
 use keytrail::read::classify::SkipReason;
 
@@ -683,4 +684,76 @@ fn event_history_and_lake_query_results_are_read() {
     for name in ["ListBuckets", "GetCallerIdentity", "DescribeKey"] {
         assert!(names.iter().flatten().any(|n| n == name), "{name}: {names:?}");
     }
+}
+
+#[test]
+fn zip_archives_are_read_member_by_member() {
+    // A real archive: one NDJSON member whose 103 records lost their eventTime to Logstash.
+    let (_dir, real) = convert_into(&[data("otrf/ec2_proxy_s3_exfiltration.zip")], |_| {});
+    assert_eq!(
+        (real.events_read, real.quarantined_records),
+        (103, 103),
+        "{:#?}",
+        real.problems
+    );
+    assert!(
+        real.problems[0].to_string().contains(
+            "ec2_proxy_s3_exfiltration.zip!/ec2_proxy_s3_exfiltration_2020-09-14011940.json: record 0"
+        ),
+        "{}",
+        real.problems[0]
+    );
+
+    // An investigator's archive: delivery files stored and gzip'd, a README and macOS metadata.
+    let scratch = tempfile::tempdir().unwrap();
+    let archive = scratch.path().join("incident.zip");
+    let mut expected = 0;
+    {
+        use std::io::Write;
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&archive).unwrap());
+        let stored =
+            zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        let deflated = zip::write::SimpleFileOptions::default();
+        let mut files: Vec<_> = std::fs::read_dir(data("invictus/CloudTrail"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for (i, file) in files.iter().take(4).enumerate() {
+            let bytes = std::fs::read(file).unwrap();
+            expected += serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()["Records"]
+                .as_array()
+                .unwrap()
+                .len() as u64;
+            let name = file.file_name().unwrap().to_string_lossy().into_owned();
+            if i % 2 == 0 {
+                zip.start_file(format!("logs/{name}"), stored).unwrap();
+                zip.write_all(&bytes).unwrap();
+            } else {
+                zip.start_file(format!("logs/{name}.gz"), deflated).unwrap();
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                gz.write_all(&bytes).unwrap();
+                zip.write_all(&gz.finish().unwrap()).unwrap();
+            }
+        }
+        zip.start_file("README.txt", deflated).unwrap();
+        zip.write_all(b"Exported for case 42.\n").unwrap();
+        zip.start_file("__MACOSX/logs/._x.json", deflated).unwrap();
+        zip.write_all(b"\x00\x05\x16\x07").unwrap();
+        zip.finish().unwrap();
+    }
+    let input = archive.to_string_lossy().into_owned();
+    let out = scratch.path().join("table");
+    let mut options = ConvertOptions::new(vec![input.clone()], &out);
+    options.threads = 2;
+    let summary = convert(&options, &NoProgress).unwrap();
+    assert!(summary.is_clean(), "{:#?}", summary.problems);
+    assert_eq!(
+        (summary.input_files, summary.events_read, summary.rows_written),
+        (1, expected, expected)
+    );
+    // The archive is one input of the manifest: an incremental run finds it unchanged.
+    options.mode = OutputMode::Incremental;
+    let again = convert(&options, &NoProgress).unwrap();
+    assert_eq!((again.unchanged_inputs, again.rows_written), (1, 0));
 }

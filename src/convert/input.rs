@@ -119,7 +119,7 @@ pub(super) fn convert_input(
         receiver_gone: false,
         report: FileReport::default(),
     };
-    let mut opened = match open(input) {
+    let opened = match open(input) {
         Ok(opened) => opened,
         Err(ReadError::Open { source, .. }) => {
             reading.report.failed = true;
@@ -128,17 +128,67 @@ pub(super) fn convert_input(
         }
     };
     reading.report.bytes = input.size().unwrap_or(0);
+    let digest = opened.digest.clone();
+    let items = if opened.zip {
+        match read_archive(&mut reading, opened.reader) {
+            Some(items) => items,
+            None => return reading.report,
+        }
+    } else {
+        match read_stream(&mut reading, opened.reader, opened.gzip) {
+            Stream::Read => reading.items,
+            Stream::Stopped => return reading.report,
+            Stream::Failed => return finish_report(reading.report, reading.items),
+            Stream::NotJson => {
+                reading.report.skipped_file = Some(SkippedFile::NotJson);
+                debug!("skipped: not JSON");
+                return reading.report;
+            }
+            Stream::Empty => {
+                reading.report.skipped_file = Some(SkippedFile::Empty);
+                return reading.report;
+            }
+        }
+    };
+    if reading.report.failed {
+        return finish_report(reading.report, items);
+    }
+    reading.report.manifest = manifest_entry(input).map(|entry| InputRecord {
+        hash: format!("{:032x}", lock(&digest).digest128()),
+        ..entry
+    });
+    reading.report = finish_report(std::mem::take(&mut reading.report), items);
+    if let Some(message) = no_events_problem(&reading.report) {
+        reading.problem(None, None, message, None);
+    }
+    reading.report
+}
+
+/// How reading one stream of JSON ended.
+enum Stream {
+    /// To the end.
+    Read,
+    /// The run stopped (the writer is gone, or `--strict`).
+    Stopped,
+    /// A read or structural error; the records before it are kept, the problem reported.
+    Failed,
+    NotJson,
+    Empty,
+}
+
+/// The byte loop: reads `reader` to its end (or first structural error) through the splitter.
+fn read_stream(reading: &mut Reading<'_>, mut reader: Box<dyn Read + Send + '_>, gzip: bool) -> Stream {
     let mut splitter = Splitter::new();
     let mut chunk = vec![0u8; READ_CHUNK_BYTES];
     let mut first_byte: Option<u8> = None;
     let mut failure: Option<(u64, String)> = None;
     loop {
-        let n = match opened.reader.read(&mut chunk) {
+        let n = match reader.read(&mut chunk) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                let what = if opened.gzip { "gzip stream" } else { "file" };
+                let what = if gzip { "gzip stream" } else { "file" };
                 let at = splitter.position();
                 failure = Some((at, format!("reading the {what} failed after {at} bytes: {e}")));
                 break;
@@ -152,9 +202,7 @@ pub(super) fn convert_input(
                 .copied()
                 .find(|b| !b.is_ascii_whitespace());
             if first_byte.is_some_and(|b| b != b'{' && b != b'[') {
-                reading.report.skipped_file = Some(SkippedFile::NotJson);
-                debug!("skipped: not JSON");
-                return reading.report;
+                return Stream::NotJson;
             }
         }
         if let Err(e) = splitter.push(&chunk[..n], &mut |item| reading.item(item)) {
@@ -165,7 +213,7 @@ pub(super) fn convert_input(
             break;
         }
         if reading.stopped() {
-            return reading.report;
+            return Stream::Stopped;
         }
     }
     if failure.is_none()
@@ -185,22 +233,73 @@ pub(super) fn convert_input(
             }
             _ => reading.problem(Some(record), Some(offset), message, None),
         }
-        return finish_report(reading.report, record);
+        return Stream::Failed;
     }
     if first_byte.is_none() {
-        reading.report.skipped_file = Some(SkippedFile::Empty);
-        return reading.report;
+        return Stream::Empty;
     }
-    let items = reading.items;
-    reading.report.manifest = manifest_entry(input).map(|entry| InputRecord {
-        hash: format!("{:032x}", lock(&opened.digest).digest128()),
-        ..entry
+    Stream::Read
+}
+
+/// Reads every member of a `.zip` archive as an input of its own (named `archive.zip!/member`
+/// in problems; members may be gzip), into one report for the archive. Members that are not
+/// JSON (a README, `__MACOSX/` metadata) are skipped. `None` when the run stopped.
+fn read_archive(reading: &mut Reading<'_>, mut raw: Box<dyn Read + Send>) -> Option<u64> {
+    let archive_name = reading.name.clone();
+    // The central directory is at the end: the archive is spooled to a temporary file (which
+    // also hashes every byte of it for the manifest) and read from there.
+    let spooled = tempfile::tempfile().and_then(|mut file| {
+        std::io::copy(&mut raw, &mut file)?;
+        Ok(file)
     });
-    reading.report = finish_report(std::mem::take(&mut reading.report), items);
-    if let Some(message) = no_events_problem(&reading.report) {
-        reading.problem(None, None, message, None);
+    let mut archive = match spooled
+        .map_err(|e| e.to_string())
+        .and_then(|file| zip::ZipArchive::new(file).map_err(|e| format!("not a readable zip archive: {e}")))
+    {
+        Ok(archive) => archive,
+        Err(message) => {
+            reading.report.failed = true;
+            reading.problem(None, None, message, None);
+            return Some(0);
+        }
+    };
+    let mut items = 0;
+    for index in 0..archive.len() {
+        let mut member = match archive.by_index(index) {
+            Ok(member) => member,
+            Err(e) => {
+                reading.report.failed = true;
+                reading.problem(None, None, format!("member {index}: {e}"), None);
+                continue;
+            }
+        };
+        let member_name = member.name().to_string();
+        let skipped = member.is_dir()
+            || member_name
+                .split('/')
+                .any(|part| part.starts_with('.') || part == "__MACOSX");
+        if skipped {
+            continue;
+        }
+        reading.name = format!("{archive_name}!/{member_name}");
+        reading.items = 0;
+        let opened = match crate::read::sniff(Box::new(&mut member)) {
+            Ok(opened) => opened,
+            Err(e) => {
+                reading.report.failed = true;
+                reading.problem(None, None, e.to_string(), None);
+                continue;
+            }
+        };
+        match read_stream(reading, opened.reader, opened.gzip) {
+            Stream::Stopped => return None,
+            Stream::NotJson | Stream::Empty => debug!(member = %member_name, "skipped: not JSON"),
+            Stream::Read | Stream::Failed => {}
+        }
+        items += reading.items;
     }
-    reading.report
+    reading.name = archive_name;
+    Some(items)
 }
 
 /// Why an input [`finish_report`] found without events is a problem: it held JSON values that

@@ -59,9 +59,12 @@ pub enum ReadError {
 }
 
 /// An opened input: a reader over its decompressed bytes.
-pub struct Opened {
-    pub reader: Box<dyn Read + Send>,
+pub struct Opened<'a> {
+    /// The decompressed bytes; for a zip archive, its bytes as stored.
+    pub reader: Box<dyn Read + Send + 'a>,
     pub gzip: bool,
+    /// A `.zip` archive (its members are read one by one, not as one stream).
+    pub zip: bool,
     /// xxh3-128 of the bytes read from the input as stored (before decompression).
     pub digest: Arc<Mutex<Xxh3>>,
 }
@@ -95,9 +98,11 @@ pub fn file_digest(path: &Path) -> io::Result<String> {
 }
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+/// A zip archive's first local file header, or the end record of an empty archive.
+const ZIP_MAGICS: [&[u8]; 2] = [b"PK\x03\x04", b"PK\x05\x06"];
 
 /// Opens an input, transparently decompressing gzip (detected from content, not the name).
-pub fn open(input: &Input) -> Result<Opened, ReadError> {
+pub fn open(input: &Input) -> Result<Opened<'static>, ReadError> {
     let raw: Box<dyn Read + Send> = match input {
         Input::File(path) => Box::new(open_file(path).map_err(|source| ReadError::Open {
             input: input.to_string(),
@@ -123,8 +128,9 @@ fn open_file(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
-/// Wraps `raw` in a gzip decoder when it starts with the gzip magic bytes.
-pub fn sniff(raw: Box<dyn Read + Send>) -> io::Result<Opened> {
+/// Wraps `raw` in a gzip decoder when it starts with the gzip magic bytes; tells a zip archive
+/// by its magic bytes.
+pub fn sniff<'a>(raw: Box<dyn Read + Send + 'a>) -> io::Result<Opened<'a>> {
     let digest = Arc::new(Mutex::new(Xxh3::new()));
     let hashing = Hashing {
         inner: raw,
@@ -133,11 +139,17 @@ pub fn sniff(raw: Box<dyn Read + Send>) -> io::Result<Opened> {
     let mut reader = BufReader::with_capacity(256 * 1024, hashing);
     let head = io::BufRead::fill_buf(&mut reader)?;
     let gzip = head.starts_with(&GZIP_MAGIC);
-    let reader: Box<dyn Read + Send> = if gzip {
+    let zip = ZIP_MAGICS.iter().any(|magic| head.starts_with(magic));
+    let reader: Box<dyn Read + Send + 'a> = if gzip {
         // CloudTrail and `cat a.gz b.gz` both produce multi-member gzip streams.
         Box::new(MultiGzDecoder::new(reader))
     } else {
         Box::new(reader)
     };
-    Ok(Opened { reader, gzip, digest })
+    Ok(Opened {
+        reader,
+        gzip,
+        zip,
+        digest,
+    })
 }
