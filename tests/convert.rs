@@ -757,3 +757,64 @@ fn zip_archives_are_read_member_by_member() {
     let again = convert(&options, &NoProgress).unwrap();
     assert_eq!((again.unchanged_inputs, again.rows_written), (1, 0));
 }
+
+#[test]
+fn keep_raw_keeps_each_events_original_text_byte_for_byte() {
+    let scratch = tempfile::tempdir().unwrap();
+    let out = scratch.path().join("table");
+    // Two runs into one partition, then a compaction of its two files: the text survives all.
+    let mut options = ConvertOptions::new(vec![format!("{}/CloudTrail/*T120*", data("invictus"))], &out);
+    options.threads = 2;
+    options.keep_raw = true;
+    let first = convert(&options, &NoProgress).unwrap();
+    options.inputs = vec![data("invictus")];
+    options.mode = OutputMode::Incremental;
+    let second = convert(&options, &NoProgress).unwrap();
+    assert_eq!(first.rows_written + second.rows_written, 2900);
+    let compact = keytrail::operations::compact::CompactOptions {
+        min_files: 2,
+        ..Default::default()
+    };
+    let compacted = keytrail::operations::compact::compact(&out, &compact).unwrap();
+    assert_eq!(compacted.compacted.len(), 1, "{compacted:?}");
+    let batch = read_all(&out);
+    let originals: String = std::fs::read_dir(data("invictus/CloudTrail"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    let raw = strings(&batch, "raw_event");
+    let ids = strings(&batch, "event_id");
+    assert_eq!(raw.len(), 2900);
+    for (raw, id) in raw.iter().zip(&ids) {
+        let raw = raw.as_deref().expect("every row keeps its text");
+        assert!(originals.contains(raw), "not the bytes as read: {raw}");
+        let parsed: serde_json::Value = serde_json::from_str(raw).unwrap();
+        assert_eq!(
+            parsed["eventID"].as_str(),
+            id.as_deref(),
+            "each row keeps its own event"
+        );
+    }
+
+    // A table keeps the text or not, for all its runs.
+    options.keep_raw = false;
+    let refused = convert(&options, &NoProgress).unwrap_err().to_string();
+    assert!(
+        refused.contains("the table was converted with --keep-raw"),
+        "{refused}"
+    );
+    let plain = scratch.path().join("plain");
+    let mut without = ConvertOptions::new(vec![data("invictus")], &plain);
+    convert(&without, &NoProgress).unwrap();
+    without.mode = OutputMode::Incremental;
+    without.keep_raw = true;
+    let refused = convert(&without, &NoProgress).unwrap_err().to_string();
+    assert!(
+        refused.contains("the table was converted without --keep-raw"),
+        "{refused}"
+    );
+    assert!(
+        read_all(&plain).column_by_name("raw_event").is_none(),
+        "only tables converted with --keep-raw have the column"
+    );
+}

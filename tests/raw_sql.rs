@@ -114,6 +114,16 @@ fn raw_logs_answer_like_their_conversion_and_say_what_they_read() {
         "a converted table reads no raw input"
     );
 
+    // --keep-raw: each row's original text, as in a table converted with it.
+    let kept = run(keytrail().args([
+        "-q",
+        "sql",
+        &invictus,
+        "--keep-raw",
+        "SELECT count(raw_event) AS n, sum(CASE WHEN raw_event LIKE concat('%', event_id, '%') THEN 1 ELSE 0 END) AS own FROM events",
+    ]));
+    assert_eq!(String::from_utf8_lossy(&kept.stdout), "n,own\n2900,2900\n");
+
     // A glob of raw files, and -q.
     let glob = format!("{invictus}/CloudTrail/*1230Z*");
     let quiet = run(keytrail().args(["-q", "sql", &glob, "SELECT count(*) AS n FROM events"]));

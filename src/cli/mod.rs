@@ -230,6 +230,10 @@ struct SqlArgs {
     /// this much; `off` never skips files by delivery time.
     #[arg(long, value_name = "DURATION|off", default_value = "1h", value_parser = parse_margin)]
     delivery_margin: DeliveryMargin,
+
+    /// Raw logs: add the column raw_event, each event's original JSON text as read.
+    #[arg(long)]
+    keep_raw: bool,
 }
 
 /// `--delivery-margin`: a duration, or `off`.
@@ -319,6 +323,11 @@ struct ConvertArgs {
     /// nothing, instead of quarantining it and going on.
     #[arg(long)]
     strict: bool,
+
+    /// Keep each event's original JSON text, byte for byte as read, in the column `raw_event`
+    /// (what CloudTrail Lake's eventJson gives). A table keeps it or not for all its runs.
+    #[arg(long)]
+    keep_raw: bool,
 
     /// Convert only slice I of N of the inputs (by a hash of each input's path), so N processes
     /// on N machines, given the same inputs and output, convert an archive into one table
@@ -527,6 +536,7 @@ fn run_sql(args: SqlArgs, quiet: bool) -> anyhow::Result<u8> {
         raw: crate::sql::raw::RawOptions {
             strict: args.strict,
             delivery_margin: args.delivery_margin.0,
+            keep_raw: args.keep_raw,
         },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -605,6 +615,7 @@ fn run_convert(args: ConvertArgs, quiet: bool) -> anyhow::Result<u8> {
         batch_rows: DEFAULT_BATCH_ROWS,
         strict: args.strict,
         shard: args.shard,
+        keep_raw: args.keep_raw,
         write: WriteOptions {
             partitioning: args.partition_by,
             target_file_bytes: args.target_file_size.0,

@@ -76,7 +76,7 @@ impl Reading<'_> {
 
 impl RecordSink for Reading<'_> {
     fn event(&mut self, event: &TopFields<'_>, original: &[u8]) {
-        match self.flattener.append(event) {
+        match self.flattener.append_event(event, original) {
             Ok(()) => self.report.events += 1,
             Err(e) => self.record_problem(e.to_string(), original),
         }

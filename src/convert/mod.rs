@@ -43,6 +43,9 @@ pub struct ConvertOptions {
     /// Convert only this slice of the inputs (several processes, one slice each, convert one
     /// archive into one table at once).
     pub shard: Option<Shard>,
+    /// Keep each event's original JSON text in the column
+    /// [`crate::schema::RAW_EVENT_COLUMN`] (a table keeps it or not, for all its runs).
+    pub keep_raw: bool,
 }
 
 /// One of `count` slices of the inputs (`--shard INDEX/COUNT`, `INDEX` from 1): an input belongs
@@ -110,6 +113,7 @@ impl ConvertOptions {
             batch_rows: DEFAULT_BATCH_ROWS,
             strict: false,
             shard: None,
+            keep_raw: false,
         }
     }
 }

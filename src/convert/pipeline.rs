@@ -76,13 +76,14 @@ pub(super) fn convert_into(
         })
         .collect();
     let schema = Schema::builtin();
+    let table_schema = schema.table_arrow_schema(options.keep_raw);
     for attempt in 1..=MAX_ATTEMPTS {
         let output = prepare_output(
             target.location.clone(),
             target.local_root.as_deref(),
             options.mode,
             &options.write.partitioning,
-            &schema.arrow_schema(),
+            &table_schema,
             stores.handle().clone(),
             UploadBudget::within(options.write.memory_limit_bytes),
         )?;
@@ -98,7 +99,7 @@ pub(super) fn convert_into(
         let run_id = output.run_id().to_string();
         let quarantine_path = output.quarantine_path();
         let run = RunState::new(Quarantine::new(&output.quarantine_staging_dir()), options.strict);
-        let writer = DatasetWriter::new(output, schema.arrow_schema(), options.write.clone())?;
+        let writer = DatasetWriter::new(output, table_schema.clone(), options.write.clone())?;
         let reports: Mutex<Vec<FileReport>> = Mutex::new(Vec::with_capacity(inputs.len()));
         let written = run_workers(options, &inputs, writer, &run, &reports, progress);
         progress.finishing();
@@ -209,7 +210,11 @@ fn run_workers(
             let next = &next;
             let reader = std::thread::Builder::new().name(format!("keytrail-read-{worker}"));
             let spawned = reader.spawn_scoped(scope, move || {
-                let mut flattener = Flattener::new();
+                let mut flattener = if options.keep_raw {
+                    Flattener::new().keeping_raw()
+                } else {
+                    Flattener::new()
+                };
                 let mut last_input = None;
                 while let Some(input) = inputs.get(next.fetch_add(1, Ordering::Relaxed)) {
                     if run.stopped() {

@@ -143,7 +143,7 @@ pub fn prepare_output(
             files: files_at_start.len(),
         });
     }
-    let new_description = !same_description(&table, mode, partitioning)?;
+    let new_description = !same_description(&table, mode, partitioning, arrow_schema)?;
     let run_id = new_run_id();
     let (staging, temp, lock) = match local_root {
         Some(root) => {
@@ -230,6 +230,7 @@ fn same_description(
     table: &Table,
     mode: OutputMode,
     partitioning: &Partitioning,
+    arrow_schema: &arrow::datatypes::Schema,
 ) -> Result<bool, DatasetError> {
     let description = table.description()?;
     let root = table.location().to_string();
@@ -237,9 +238,19 @@ fn same_description(
         return Err(DatasetError::NotKeytrail { root });
     };
     let current = crate::schema::Schema::builtin();
-    let same = schema == current.name()
+    let keep_raw = arrow_schema
+        .field_with_name(crate::schema::RAW_EVENT_COLUMN)
+        .is_ok();
+    let same_kind = schema == current.name()
         && description.schema_version == Some(current.version())
         && description.partition_by == partitioning.column_names();
+    if same_kind && description.keeps_raw != keep_raw && mode != OutputMode::Overwrite {
+        return Err(DatasetError::RawColumn {
+            root,
+            table_keeps_raw: description.keeps_raw,
+        });
+    }
+    let same = same_kind && description.keeps_raw == keep_raw;
     if !same && mode != OutputMode::Overwrite {
         return Err(DatasetError::Mismatch {
             root,

@@ -71,6 +71,13 @@ pub enum DatasetError {
         wanted_partition_by: Vec<String>,
         wanted_version: u32,
     },
+    #[error(
+        "{root}: the table was converted {} --keep-raw (it has {} raw_event column); this run {}: pass the same --keep-raw choice, or --overwrite to change it",
+        if *.table_keeps_raw { "with" } else { "without" },
+        if *.table_keeps_raw { "the" } else { "no" },
+        if *.table_keeps_raw { "does not keep the raw text" } else { "keeps it" }
+    )]
+    RawColumn { root: String, table_keeps_raw: bool },
 }
 
 pub(crate) fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> DatasetError + '_ {

@@ -183,6 +183,8 @@ pub struct TableDescription {
     pub schema: Option<String>,
     pub schema_version: Option<u32>,
     pub partition_by: Vec<String>,
+    /// Whether the table has the [`crate::schema::RAW_EVENT_COLUMN`] (`--keep-raw`).
+    pub keeps_raw: bool,
 }
 
 /// A file of the table's current snapshot.
@@ -274,6 +276,7 @@ impl Table {
                 .get(SCHEMA_VERSION_PROPERTY)
                 .and_then(|v| v.parse().ok()),
             partition_by: metadata.partition_columns().to_vec(),
+            keeps_raw: state.schema().field(crate::schema::RAW_EVENT_COLUMN).is_some(),
         })
     }
 
@@ -718,6 +721,10 @@ pub fn table_schema(
         .columns()
         .iter()
         .map(|c| (c.name.as_str(), c.description.as_str()))
+        .chain([(
+            crate::schema::RAW_EVENT_COLUMN,
+            crate::schema::RAW_EVENT_DESCRIPTION,
+        )])
         .collect();
     let data = data
         .fields()

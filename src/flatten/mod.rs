@@ -26,7 +26,8 @@ pub mod time;
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{ArrayRef, RecordBatch, StringBuilder};
+use arrow::datatypes::{DataType, Field, Schema as ArrowSchema, SchemaRef};
 use arrow::error::ArrowError;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -53,6 +54,8 @@ pub struct Flattener {
     plan: Arc<Plan>,
     builders: Vec<ColumnBuilder>,
     rows: usize,
+    /// The events' original texts, when kept (`--keep-raw`), and the batches' schema then.
+    raw: Option<(StringBuilder, SchemaRef)>,
 }
 
 impl Default for Flattener {
@@ -84,7 +87,51 @@ impl Flattener {
             plan,
             builders,
             rows: 0,
+            raw: None,
         })
+    }
+
+    /// This flattener, also keeping each event's original text in a last column,
+    /// [`crate::schema::RAW_EVENT_COLUMN`] (given to [`Flattener::append_event`]).
+    ///
+    /// ```
+    /// use keytrail::flatten::Flattener;
+    /// use keytrail::read::classify::TopFields;
+    ///
+    /// let text = br#"{"eventTime": "2024-01-01T00:00:00Z", "eventName": "Decrypt"}"#;
+    /// let mut flattener = Flattener::new().keeping_raw();
+    /// flattener.append_event(&TopFields::parse(text).unwrap(), text).unwrap();
+    /// let batch = flattener.finish_batch().unwrap();
+    /// let raw = batch.column_by_name("raw_event").unwrap();
+    /// let raw = raw.as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
+    /// assert_eq!(raw.value(0).as_bytes(), text);
+    /// ```
+    pub fn keeping_raw(mut self) -> Flattener {
+        let mut fields: Vec<Field> = self
+            .plan
+            .arrow
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.push(Field::new(crate::schema::RAW_EVENT_COLUMN, DataType::Utf8, true));
+        let schema = Arc::new(ArrowSchema::new_with_metadata(
+            fields,
+            self.plan.arrow.metadata().clone(),
+        ));
+        self.raw = Some((StringBuilder::new(), schema));
+        self
+    }
+
+    /// Appends one event, with its original text when the flattener keeps it. On error nothing
+    /// is appended.
+    pub fn append_event(&mut self, event: &TopFields<'_>, original: &[u8]) -> Result<(), FlattenError> {
+        self.append_row(event)?;
+        if let Some((raw, _)) = &mut self.raw {
+            // Records were read as UTF-8 text (TopFields checked it); lossless for every event.
+            raw.append_value(String::from_utf8_lossy(original));
+        }
+        Ok(())
     }
 
     /// Rows appended since the last [`Flattener::finish_batch`].
@@ -92,8 +139,17 @@ impl Flattener {
         self.rows
     }
 
-    /// Appends one event. On error nothing is appended.
+    /// Appends one event (without its original text: null in a flattener that keeps it). On
+    /// error nothing is appended.
     pub fn append(&mut self, event: &TopFields<'_>) -> Result<(), FlattenError> {
+        self.append_row(event)?;
+        if let Some((raw, _)) = &mut self.raw {
+            raw.append_null();
+        }
+        Ok(())
+    }
+
+    fn append_row(&mut self, event: &TopFields<'_>) -> Result<(), FlattenError> {
         let plan = &*self.plan;
         let mut unmapped = Map::new();
         let doc = Doc::load(plan, event, &mut unmapped);
@@ -168,9 +224,15 @@ impl Flattener {
 
     /// Takes the rows appended so far as a batch (possibly empty).
     pub fn finish_batch(&mut self) -> Result<RecordBatch, ArrowError> {
-        let columns = self.builders.iter_mut().map(ColumnBuilder::finish).collect();
+        let mut columns: Vec<ArrayRef> = self.builders.iter_mut().map(ColumnBuilder::finish).collect();
         self.rows = 0;
-        RecordBatch::try_new(self.plan.arrow.clone(), columns)
+        match &mut self.raw {
+            None => RecordBatch::try_new(self.plan.arrow.clone(), columns),
+            Some((raw, schema)) => {
+                columns.push(Arc::new(raw.finish()));
+                RecordBatch::try_new(schema.clone(), columns)
+            }
+        }
     }
 }
 

@@ -87,20 +87,19 @@ pub fn compact(target: &Path, options: &CompactOptions) -> Result<CompactSummary
         .join(",")
         .parse()
         .map_err(|e| OperationError::Invalid(format!("{}: {e}", target.location)))?;
-    let schema = Schema::builtin();
+    let file_schema = Schema::builtin().table_arrow_schema(description.keeps_raw);
     let output = prepare_output(
         target.location.clone(),
         target.local_root.as_deref(),
         OutputMode::Incremental,
         &partitioning,
-        &schema.arrow_schema(),
+        &file_schema,
         stores.handle().clone(),
         UploadBudget::within(options.write.memory_limit_bytes),
     )?;
     let mut write = options.write.clone();
     write.target_file_bytes = options.target_file_bytes;
     write.partitioning = partitioning;
-    let file_schema = schema.arrow_schema();
 
     let candidates = small_files_by_partition(output.table_files(), options);
     // Each chosen partition's files, bytes and rows (when the log counts them) before.

@@ -19,6 +19,14 @@ pub const SCHEMA_TOML: &str = include_str!("../../schemas/cloudtrail.v1.toml");
 
 /// Parquet key-value metadata key carrying [`Schema::version`].
 pub const SCHEMA_VERSION_KEY: &str = "keytrail.schema_version";
+/// The column holding each event's original JSON text as read (`--keep-raw`), after the
+/// schema's columns: what CloudTrail Lake's `eventJson` gives investigators who must show the
+/// original record.
+pub const RAW_EVENT_COLUMN: &str = "raw_event";
+/// The column description of [`RAW_EVENT_COLUMN`].
+pub const RAW_EVENT_DESCRIPTION: &str =
+    "The event's original JSON text, byte for byte as read (only in tables converted with --keep-raw)";
+
 /// Parquet key-value metadata key carrying [`Schema::name`].
 pub const SCHEMA_NAME_KEY: &str = "keytrail.schema";
 
@@ -189,6 +197,27 @@ impl Schema {
     /// The Arrow schema of the flattened table.
     pub fn arrow_schema(&self) -> SchemaRef {
         self.arrow.clone()
+    }
+
+    /// The Arrow schema of a table's rows: [`Schema::arrow_schema`], with the
+    /// [`RAW_EVENT_COLUMN`] last when the table keeps each event's original text.
+    ///
+    /// ```
+    /// let schema = keytrail::schema::Schema::builtin();
+    /// let with_raw = schema.table_arrow_schema(true);
+    /// assert_eq!(with_raw.fields().len(), schema.arrow_schema().fields().len() + 1);
+    /// assert_eq!(with_raw.fields().last().unwrap().name(), keytrail::schema::RAW_EVENT_COLUMN);
+    /// ```
+    pub fn table_arrow_schema(&self, keep_raw: bool) -> SchemaRef {
+        if !keep_raw {
+            return self.arrow.clone();
+        }
+        let mut fields: Vec<Field> = self.arrow.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new(RAW_EVENT_COLUMN, DataType::Utf8, true));
+        Arc::new(ArrowSchema::new_with_metadata(
+            fields,
+            self.arrow.metadata().clone(),
+        ))
     }
 
     fn validate(&self) -> Result<(), SchemaError> {

@@ -44,8 +44,11 @@ impl IdentityColumns {
         IdentityColumns {
             key: key_columns(schema),
             caller_account: schema.index_of(CALLER_ACCOUNT_COLUMN).ok(),
+            // The original text is not content: two copies of one event may be formatted apart.
             text: (schema.fields().iter().enumerate())
-                .filter(|(_, field)| field.data_type() == &DataType::Utf8)
+                .filter(|(_, field)| {
+                    field.data_type() == &DataType::Utf8 && field.name() != crate::schema::RAW_EVENT_COLUMN
+                })
                 .map(|(i, _)| i)
                 .collect(),
         }

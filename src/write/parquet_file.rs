@@ -20,13 +20,14 @@ use crate::schema::{ColumnType, SCHEMA_NAME_KEY, SCHEMA_VERSION_KEY, Schema};
 
 /// Columns whose values are (nearly) unique per event. A dictionary of them is abandoned once its
 /// first page fills, after every value was hashed into it; they are written plain from the start.
-const UNIQUE_COLUMNS: [&str; 6] = [
+const UNIQUE_COLUMNS: [&str; 7] = [
     "event_time",
     "event_id",
     "request_id",
     "shared_event_id",
     "request_parameters",
     "response_elements",
+    crate::schema::RAW_EVENT_COLUMN,
 ];
 
 /// Writer settings shared by every file: the chosen compression, page-level statistics and page
@@ -39,9 +40,12 @@ pub fn writer_properties(options: &WriteOptions) -> WriterProperties {
     }
     // Min/max of JSON documents prune nothing (no query compares them by order) and cost a
     // comparison of every document, up to kilobytes each, with the page's running min and max.
-    for column in schema.columns().iter().filter(|c| c.ty == ColumnType::Json) {
-        builder = builder
-            .set_column_statistics_enabled(ColumnPath::from(column.name.as_str()), EnabledStatistics::None);
+    let json_columns = (schema.columns().iter())
+        .filter(|c| c.ty == ColumnType::Json)
+        .map(|c| c.name.as_str())
+        .chain([crate::schema::RAW_EVENT_COLUMN]);
+    for column in json_columns {
+        builder = builder.set_column_statistics_enabled(ColumnPath::from(column), EnabledStatistics::None);
     }
     builder
         .set_compression(options.compression.parquet())

@@ -48,6 +48,8 @@ pub(super) struct ScanPlan {
     pub(super) projection: Option<Vec<usize>>,
     pub(super) limit: Option<usize>,
     pub(super) batch_rows: usize,
+    /// Keep each event's original text (the flattener's last column).
+    pub(super) keep_raw: bool,
     pub(super) ledger: Arc<ScanLedger>,
     /// Files and directories the delivery layout ruled out while planning.
     pub(super) pruned_files: u64,
@@ -217,7 +219,11 @@ struct PartitionScan {
 
 impl PartitionScan {
     fn run(mut self, group: &[Input]) {
-        let mut flattener = Flattener::new();
+        let mut flattener = if self.plan.keep_raw {
+            Flattener::new().keeping_raw()
+        } else {
+            Flattener::new()
+        };
         let ledger = self.plan.ledger.clone();
         let batch_rows = self.plan.batch_rows;
         let mut last = None;

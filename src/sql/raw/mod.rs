@@ -43,6 +43,8 @@ pub struct RawOptions {
     /// How long after an event its file may have been delivered; `None` never skips files by
     /// their delivery time (only by account and Region).
     pub delivery_margin: Option<Duration>,
+    /// Add the column [`crate::schema::RAW_EVENT_COLUMN`] (each event's original text).
+    pub keep_raw: bool,
 }
 
 impl Default for RawOptions {
@@ -50,6 +52,7 @@ impl Default for RawOptions {
         RawOptions {
             strict: false,
             delivery_margin: Some(DEFAULT_DELIVERY_MARGIN),
+            keep_raw: false,
         }
     }
 }
@@ -76,7 +79,7 @@ impl RawEvents {
         RawEvents {
             inputs,
             stores,
-            schema: table_schema(),
+            schema: table_schema(options.keep_raw),
             options,
             ledgers: Mutex::new(Vec::new()),
         }
@@ -94,9 +97,10 @@ impl RawEvents {
     }
 }
 
-/// A converted table's schema: the flattened columns, then the default partition columns.
-fn table_schema() -> SchemaRef {
-    let flattened = Schema::builtin().arrow_schema();
+/// A converted table's schema: the flattened columns (and the original text, if kept), then
+/// the default partition columns.
+fn table_schema(keep_raw: bool) -> SchemaRef {
+    let flattened = Schema::builtin().table_arrow_schema(keep_raw);
     let mut fields: Vec<Field> = flattened.fields().iter().map(|f| f.as_ref().clone()).collect();
     let dictionary = DataType::Dictionary(Box::new(DataType::UInt16), Box::new(DataType::Utf8));
     for column in Partitioning::default().column_names() {
@@ -174,6 +178,7 @@ impl TableProvider for RawEvents {
             projection: projection.cloned(),
             limit,
             batch_rows: DEFAULT_BATCH_ROWS,
+            keep_raw: self.options.keep_raw,
             ledger,
             pruned_files: discovery.pruned_files,
             pruned_dirs: discovery.pruned_dirs,
@@ -212,7 +217,7 @@ mod tests {
 
     #[test]
     fn the_schema_is_a_converted_tables() {
-        let schema = table_schema();
+        let schema = table_schema(false);
         let flattened = Schema::builtin().arrow_schema();
         assert_eq!(schema.fields().len(), flattened.fields().len() + 2);
         assert_eq!(schema.field(0), flattened.field(0));
