@@ -165,6 +165,7 @@ impl ColumnBuilder {
                 let micros = match value {
                     Json::String(s) => parse_timestamp_micros(s),
                     Json::Number(n) => n.as_f64().and_then(epoch_number_to_micros),
+                    Json::Decimal(text) => text.parse().ok().and_then(epoch_number_to_micros),
                     _ => None,
                 };
                 match micros {
@@ -275,19 +276,22 @@ fn as_bool(value: &Json<'_>) -> Option<bool> {
 
 fn as_i64(value: &Json<'_>) -> Option<i64> {
     match value {
-        Json::Number(n) => n.as_i64().or_else(|| {
-            n.as_f64()
-                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e18)
-                .map(|f| f as i64)
-        }),
+        Json::Number(n) => n.as_i64().or_else(|| n.as_f64().and_then(whole)),
+        Json::Decimal(text) => text.parse().ok().and_then(whole),
         Json::String(s) => s.trim().parse().ok(),
         _ => None,
     }
 }
 
+/// A float that is a whole number an `i64` holds.
+fn whole(f: f64) -> Option<i64> {
+    (f.fract() == 0.0 && f.abs() < 9.0e18).then_some(f as i64)
+}
+
 fn as_f64(value: &Json<'_>) -> Option<f64> {
     match value {
         Json::Number(n) => n.as_f64(),
+        Json::Decimal(text) => text.parse().ok(),
         Json::String(s) => s.trim().parse().ok(),
         _ => None,
     }

@@ -1,7 +1,7 @@
 //! Computed columns: the KMS key a call used (resolved from ids, ARNs, aliases and `resources`)
 //! and the `unmapped` catch-all.
 
-use serde_json::{Map, Value};
+use super::unmapped::Unmapped;
 
 use super::Doc;
 use super::plan::{Parse, PathSpec, Plan, PlanBuilder};
@@ -140,7 +140,7 @@ impl KmsFacts {
         }
     }
 
-    pub(crate) fn resolve(plan: &Plan, doc: &Doc<'_>, unmapped: &mut Map<String, Value>) -> KmsFacts {
+    pub(crate) fn resolve(plan: &Plan, doc: &Doc<'_>, unmapped: &mut Unmapped) -> KmsFacts {
         let paths = &plan.kms;
         let mut r = Reader { doc, unmapped };
         let event_name = r.text(&paths.event_name).unwrap_or_default();
@@ -246,7 +246,7 @@ impl KmsFacts {
 /// Reads event values for the KMS rules, noting case-variant keys in `unmapped`.
 struct Reader<'d, 'a, 'u> {
     doc: &'d Doc<'a>,
-    unmapped: &'u mut Map<String, Value>,
+    unmapped: &'u mut Unmapped,
 }
 
 impl<'d, 'a> Reader<'d, 'a, '_> {
@@ -258,6 +258,7 @@ impl<'d, 'a> Reader<'d, 'a, '_> {
         match self.value(path)? {
             Json::String(s) if !s.is_empty() => Some(s.to_string()),
             Json::Number(n) => Some(n.to_string()),
+            Json::Decimal(text) => Some(text.to_string()),
             _ => None,
         }
     }

@@ -22,6 +22,7 @@ mod builders;
 mod derive;
 mod plan;
 pub mod time;
+mod unmapped;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -30,7 +31,6 @@ use arrow::array::{ArrayRef, RecordBatch, StringBuilder};
 use arrow::datatypes::{DataType, Field, Schema as ArrowSchema, SchemaRef};
 use arrow::error::ArrowError;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 
 use crate::read::classify::TopFields;
 use crate::read::json::Json;
@@ -39,6 +39,7 @@ use builders::ColumnBuilder;
 pub use derive::Rule;
 pub use plan::PlanError;
 use plan::{Parse, Plan, Source};
+use unmapped::Unmapped;
 
 /// Why one event could not be converted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -151,7 +152,7 @@ impl Flattener {
 
     fn append_row(&mut self, event: &TopFields<'_>) -> Result<(), FlattenError> {
         let plan = &*self.plan;
-        let mut unmapped = Map::new();
+        let mut unmapped = Unmapped::default();
         let doc = Doc::load(plan, event, &mut unmapped);
 
         let event_time = match doc.lookup(&plan.event_time, &mut unmapped) {
@@ -160,7 +161,7 @@ impl Flattener {
                 let micros = time::parse_timestamp_micros(s)
                     .ok_or_else(|| FlattenError::InvalidEventTime(format!("{s:?}")))?;
                 if time::finer_than_micros(s) {
-                    unmapped.insert(plan.event_time.text.clone(), Value::String(s.to_string()));
+                    unmapped.insert_text(plan.event_time.text.clone(), s);
                 }
                 micros
             }
@@ -198,18 +199,17 @@ impl Flattener {
                     } else if let Err(builders::WrongType) = builder.append_json(found.map(|f| f.1))
                         && let Some((path, value)) = found
                     {
-                        unmapped.insert(path.text.clone(), value.to_value());
+                        unmapped.insert(path.text.clone(), value);
                     } else if column.ty == ColumnType::Timestamp
                         && let Some((path, Json::String(text))) = found
                         && time::finer_than_micros(text)
                     {
                         // The column holds the instant to the microsecond; the text keeps the rest.
-                        unmapped.insert(path.text.clone(), Value::String(text.to_string()));
+                        unmapped.insert_text(path.text.clone(), text);
                     }
                 }
                 Source::Derive(Rule::Unmapped) => {
-                    let text =
-                        (!unmapped.is_empty()).then(|| serde_json::to_string(&unmapped).unwrap_or_default());
+                    let text = (!unmapped.is_empty()).then(|| unmapped.to_json());
                     builder.append_str(text.as_deref());
                 }
                 Source::Derive(rule) => {
@@ -240,21 +240,21 @@ fn append_struct_list(
     builder: &mut ColumnBuilder,
     fields: &[plan::StructFieldPlan],
     found: Option<(&plan::PathSpec, &Json<'_>)>,
-    unmapped: &mut Map<String, Value>,
+    unmapped: &mut Unmapped,
 ) {
     let Some((path, value)) = found else {
         builder.append_null();
         return;
     };
     let Json::Array(elements) = value else {
-        unmapped.insert(path.text.clone(), value.to_value());
+        unmapped.insert(path.text.clone(), value);
         builder.append_null();
         return;
     };
     let mut rows = Vec::with_capacity(elements.len());
     for (i, element) in elements.iter().enumerate() {
         let Json::Object(object) = element else {
-            unmapped.insert(format!("{}[{i}]", path.text), element.to_value());
+            unmapped.insert(format!("{}[{i}]", path.text), element);
             continue;
         };
         let mut row = Vec::with_capacity(fields.len());
@@ -275,7 +275,7 @@ fn append_struct_list(
         for (key, v) in object {
             let exact = fields.iter().any(|f| f.keys.iter().any(|k| k == key));
             if !exact {
-                unmapped.insert(format!("{}[{i}].{key}", path.text), v.to_value());
+                unmapped.insert(format!("{}[{i}].{key}", path.text), v);
             }
         }
         rows.push(row);
@@ -290,7 +290,7 @@ pub(crate) struct Doc<'a> {
 }
 
 impl<'a> Doc<'a> {
-    fn load(plan: &Plan, event: &TopFields<'a>, unmapped: &mut Map<String, Value>) -> Doc<'a> {
+    fn load(plan: &Plan, event: &TopFields<'a>, unmapped: &mut Unmapped) -> Doc<'a> {
         let mut raw: Vec<Option<&'a RawValue>> = vec![None; plan.slots.len()];
         let mut leftovers = Vec::new();
         for (key, value) in &event.fields {
@@ -306,7 +306,7 @@ impl<'a> Doc<'a> {
             {
                 raw[slot] = Some(value);
             }
-            unmapped.insert(key.to_string(), parsed.to_value());
+            unmapped.insert(key.to_string(), &parsed);
         }
         let values = raw
             .iter()
@@ -345,7 +345,7 @@ impl<'a> Doc<'a> {
     pub(crate) fn lookup<'s>(
         &'s self,
         path: &plan::PathSpec,
-        unmapped: &mut Map<String, Value>,
+        unmapped: &mut Unmapped,
     ) -> Option<&'s Json<'a>> {
         let mut value = self.values[path.slot].as_ref()?;
         for (depth, key) in path.rest.iter().enumerate() {
@@ -365,7 +365,7 @@ impl<'a> Doc<'a> {
             value = match (exact, variant) {
                 (Some(v), _) => v,
                 (None, Some((actual, v))) => {
-                    unmapped.insert(path.variant_text(depth, actual), v.to_value());
+                    unmapped.insert(path.variant_text(depth, actual), v);
                     v
                 }
                 (None, None) => return None,
@@ -391,7 +391,7 @@ fn parse_raw(raw: &RawValue) -> Json<'_> {
         "null" => Json::Null,
         // The splitter and TopFields validated this text, so parsing cannot fail; keep the raw
         // text as a string rather than panic if that ever stops being true.
-        _ => Json::parse(text).unwrap_or_else(|_| Json::String(text.into())),
+        _ => Json::parse_exact(text).unwrap_or_else(|_| Json::String(text.into())),
     }
 }
 
@@ -427,6 +427,7 @@ fn minify(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn members_read_without_a_parser_are_what_the_parser_reads() {
@@ -444,7 +445,7 @@ mod tests {
             r#"["x"]"#,
         ] {
             let raw: &RawValue = serde_json::from_str(text).unwrap();
-            assert_eq!(parse_raw(raw), Json::parse(text).unwrap(), "{text}");
+            assert_eq!(parse_raw(raw), Json::parse_exact(text).unwrap(), "{text}");
         }
     }
 
@@ -467,6 +468,34 @@ mod tests {
             (!unmapped.is_null(0)).then(|| serde_json::from_str(unmapped.value(0)).unwrap()),
             (!created.is_null(0)).then(|| created.value(0)),
         )
+    }
+
+    #[test]
+    fn numbers_in_unmapped_keep_every_digit() {
+        use arrow::array::AsArray;
+
+        // Top-level, nested under a walked member, and of the wrong type for a typed column.
+        let event = r#"{"eventTime":"2024-03-01T10:00:00Z","eventName":"X","weirdCount":12345678901234567890123,
+            "userIdentity":{"type":"IAMUser","extraNum":-99999999999999999999999,"ratio":1.50},"readOnly":2.50}"#;
+        let mut flattener = Flattener::new();
+        flattener
+            .append(&TopFields::parse(event.as_bytes()).unwrap())
+            .unwrap();
+        let batch = flattener.finish_batch().unwrap();
+        let unmapped = batch
+            .column_by_name("unmapped")
+            .unwrap()
+            .as_string::<i32>()
+            .value(0)
+            .to_string();
+        for exact in [
+            r#""weirdCount":12345678901234567890123"#,
+            r#""userIdentity.extraNum":-99999999999999999999999"#,
+            r#""userIdentity.ratio":1.50"#,
+            r#""readOnly":2.50"#,
+        ] {
+            assert!(unmapped.contains(exact), "{exact} in {unmapped}");
+        }
     }
 
     #[test]

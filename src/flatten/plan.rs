@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 
+use super::unmapped::Unmapped;
 use arrow::datatypes::SchemaRef;
-use serde_json::{Map, Value};
 
 use super::builders::ColumnBuilder;
 use super::derive::{KmsPaths, Rule};
@@ -54,24 +54,19 @@ impl Node {
 
     /// Records every key under `value` that no column reads (nor keeps whole) into `unmapped`.
     /// `path` is the value's path; it is extended while descending and restored on return.
-    pub(crate) fn collect_unknown(
-        &self,
-        value: &Json<'_>,
-        path: &mut String,
-        unmapped: &mut Map<String, Value>,
-    ) {
+    pub(crate) fn collect_unknown(&self, value: &Json<'_>, path: &mut String, unmapped: &mut Unmapped) {
         if self.whole || value.is_null() {
             return;
         }
         let Json::Object(object) = value else {
             // A container the schema walks arrived as a scalar or array: keep it as it came.
-            unmapped.insert(path.clone(), value.to_value());
+            unmapped.insert(path.clone(), value);
             return;
         };
         if object.is_empty() && !self.children.is_empty() {
             // Present but empty (`sessionIssuer: {}`, `webIdFederationData: {}`): no typed column
             // can say so, and absent is not the same.
-            unmapped.insert(path.clone(), Value::Object(Map::new()));
+            unmapped.insert_empty_object(path.clone());
             return;
         }
         let parent = path.len();
@@ -85,7 +80,7 @@ impl Node {
                 }
                 None => {
                     push_key(path, key);
-                    unmapped.insert(path.clone(), child_value.to_value());
+                    unmapped.insert(path.clone(), child_value);
                 }
             }
             path.truncate(parent);
