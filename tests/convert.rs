@@ -687,6 +687,32 @@ fn event_history_and_lake_query_results_are_read() {
 }
 
 #[test]
+fn event_history_downloads_json_is_read_and_csv_is_a_named_problem() {
+    let (_dir, json) = convert_into(&[data("handmade/event-history/event_history.json")], |_| {});
+    assert!(json.is_clean(), "{:#?}", json.problems);
+    assert_eq!((json.events_read, json.rows_written), (2, 2));
+    let (_dir, csv) = convert_into(&[data("handmade/event-history/event_history.csv")], |_| {});
+    assert_eq!((csv.events_read, csv.problem_count), (0, 1));
+    let problem = csv.problems[0].to_string();
+    assert!(
+        problem.contains("event_history.csv: a CloudTrail Event history download in CSV")
+            && problem.contains("lookup-events"),
+        "{problem}"
+    );
+    // Other CSV (and text) is not JSON, skipped and counted without a problem.
+    let scratch = tempfile::tempdir().unwrap();
+    std::fs::write(scratch.path().join("notes.csv"), "case,owner\n42,alice\n").unwrap();
+    let (_dir, other) = convert_into(&[scratch.path().to_string_lossy().into_owned()], |_| {});
+    assert_eq!(
+        (
+            other.problem_count,
+            other.skipped_files.get(&SkippedFile::NotJson)
+        ),
+        (0, Some(&1))
+    );
+}
+
+#[test]
 fn zip_archives_are_read_member_by_member() {
     // A real archive: one NDJSON member whose 103 records lost their eventTime to Logstash.
     let (_dir, real) = convert_into(&[data("otrf/ec2_proxy_s3_exfiltration.zip")], |_| {});

@@ -139,6 +139,11 @@ pub(super) fn convert_input(
             Stream::Read => reading.items,
             Stream::Stopped => return reading.report,
             Stream::Failed => return finish_report(reading.report, reading.items),
+            Stream::EventHistoryCsv => {
+                reading.report.skipped_file = Some(SkippedFile::NotJson);
+                reading.problem(None, None, EVENT_HISTORY_CSV.to_string(), None);
+                return reading.report;
+            }
             Stream::NotJson => {
                 reading.report.skipped_file = Some(SkippedFile::NotJson);
                 debug!("skipped: not JSON");
@@ -173,8 +178,23 @@ enum Stream {
     /// A read or structural error; the records before it are kept, the problem reported.
     Failed,
     NotJson,
+    /// The console's Event history downloaded as CSV: summary columns, not the events.
+    EventHistoryCsv,
     Empty,
 }
+
+/// Whether `head` (an input's first bytes) is the header of the CloudTrail console's Event
+/// history CSV download (`Event ID,Event time,User name,Event name,...`).
+fn is_event_history_csv(head: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head));
+    let header = text.lines().next().unwrap_or_default().to_ascii_lowercase();
+    ["event id", "event time", "event name"]
+        .iter()
+        .all(|column| header.split(',').any(|c| c.trim().trim_matches('"') == *column))
+}
+
+/// Why an Event history CSV download converts to nothing, and what to do instead.
+const EVENT_HISTORY_CSV: &str = "a CloudTrail Event history download in CSV: its rows are summaries     (name, time, user, resources), not the events; download the events as JSON in the console, or     save `aws cloudtrail lookup-events` output, and read that";
 
 /// The byte loop: reads `reader` to its end (or first structural error) through the splitter.
 fn read_stream(reading: &mut Reading<'_>, mut reader: Box<dyn Read + Send + '_>, gzip: bool) -> Stream {
@@ -202,7 +222,11 @@ fn read_stream(reading: &mut Reading<'_>, mut reader: Box<dyn Read + Send + '_>,
                 .copied()
                 .find(|b| !b.is_ascii_whitespace());
             if first_byte.is_some_and(|b| b != b'{' && b != b'[') {
-                return Stream::NotJson;
+                return if is_event_history_csv(&chunk[..n]) {
+                    Stream::EventHistoryCsv
+                } else {
+                    Stream::NotJson
+                };
             }
         }
         if let Err(e) = splitter.push(&chunk[..n], &mut |item| reading.item(item)) {
@@ -294,6 +318,7 @@ fn read_archive(reading: &mut Reading<'_>, mut raw: Box<dyn Read + Send>) -> Opt
         match read_stream(reading, opened.reader, opened.gzip) {
             Stream::Stopped => return None,
             Stream::NotJson | Stream::Empty => debug!(member = %member_name, "skipped: not JSON"),
+            Stream::EventHistoryCsv => reading.problem(None, None, EVENT_HISTORY_CSV.to_string(), None),
             Stream::Read | Stream::Failed => {}
         }
         items += reading.items;
