@@ -27,7 +27,7 @@ mod unmapped;
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, StringBuilder};
+use arrow::array::{ArrayRef, FixedSizeBinaryBuilder, RecordBatch, StringBuilder};
 use arrow::datatypes::{DataType, Field, Schema as ArrowSchema, SchemaRef};
 use arrow::error::ArrowError;
 use serde_json::value::RawValue;
@@ -40,6 +40,9 @@ pub use derive::Rule;
 pub use plan::PlanError;
 use plan::{Parse, Plan, Source};
 use unmapped::Unmapped;
+
+/// The column of [`Flattener::hashing_originals`]; never written to a table.
+pub const ORIGINAL_DIGEST_COLUMN: &str = "_original_xxh3";
 
 /// Why one event could not be converted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,8 +58,25 @@ pub struct Flattener {
     plan: Arc<Plan>,
     builders: Vec<ColumnBuilder>,
     rows: usize,
-    /// The events' original texts, when kept (`--keep-raw`), and the batches' schema then.
-    raw: Option<(StringBuilder, SchemaRef)>,
+    /// The events' original texts, when kept (`--keep-raw`).
+    raw: Option<StringBuilder>,
+    /// xxh3-128 digests of the events' original texts ([`Flattener::hashing_originals`]).
+    digests: Option<FixedSizeBinaryBuilder>,
+    /// The batches' schema: the plan's, with the columns above after it.
+    schema: SchemaRef,
+    /// The columns a reader needs, when not all ([`Flattener::only_columns`]).
+    needed: Option<Needed>,
+}
+
+/// What a flattener of some columns only must read of each event.
+struct Needed {
+    columns: Vec<bool>,
+    /// Top-level members to parse (the others are not looked at, or only kept as raw text).
+    slots: Vec<bool>,
+    /// Whether the `unmapped` column is needed (it needs every member walked).
+    unmapped: bool,
+    /// Whether a KMS-derived column is needed.
+    kms: bool,
 }
 
 impl Default for Flattener {
@@ -84,12 +104,60 @@ impl Flattener {
     pub fn try_for_schema(schema: &Schema) -> Result<Flattener, PlanError> {
         let plan = Arc::new(Plan::compile(schema)?);
         let builders = plan.new_builders();
+        let plan_schema = plan.arrow.clone();
         Ok(Flattener {
             plan,
             builders,
             rows: 0,
             raw: None,
+            digests: None,
+            schema: plan_schema,
+            needed: None,
         })
+    }
+
+    /// This flattener, building only the columns at `columns` (positions in the schema): the
+    /// others are all null, and the members only they read are not parsed. Every event is still
+    /// checked as [`Flattener::append`] checks it (its time), so the same events are rejected.
+    pub fn only_columns(mut self, columns: &[usize]) -> Flattener {
+        let plan = &*self.plan;
+        let mut needed = Needed {
+            columns: vec![false; plan.columns.len()],
+            slots: vec![false; plan.slots.len()],
+            unmapped: false,
+            kms: false,
+        };
+        needed.slots[plan.event_time.slot] = true;
+        needed.slots[plan.event_source.slot] = true;
+        // The event time is never null: always built.
+        let event_time = plan
+            .columns
+            .iter()
+            .position(|c| matches!(c.source, Source::EventTime));
+        for &column in columns.iter().chain(event_time.as_ref()) {
+            let Some(plan_column) = plan.columns.get(column) else {
+                continue;
+            };
+            needed.columns[column] = true;
+            match &plan_column.source {
+                Source::Paths(paths) => paths.iter().for_each(|p| needed.slots[p.slot] = true),
+                Source::Derive(Rule::Unmapped) => needed.unmapped = true,
+                Source::Derive(_) => needed.kms = true,
+                Source::EventTime | Source::RawJson(_) => {}
+            }
+        }
+        if needed.unmapped {
+            // The catch-all is what every other column's lookups leave over (values of the
+            // wrong type, case variants): it needs them all.
+            self.needed = None;
+            return self;
+        }
+        if needed.kms {
+            // The KMS rules read members of their own.
+            needed.slots.iter_mut().for_each(|s| *s = true);
+        }
+        self.needed = Some(needed);
+        self
     }
 
     /// This flattener, also keeping each event's original text in a last column,
@@ -108,6 +176,19 @@ impl Flattener {
     /// assert_eq!(raw.value(0).as_bytes(), text);
     /// ```
     pub fn keeping_raw(mut self) -> Flattener {
+        self.raw = Some(StringBuilder::new());
+        self.with_extra_columns()
+    }
+
+    /// This flattener, also giving each event the xxh3-128 digest of its original text in a
+    /// last column, [`ORIGINAL_DIGEST_COLUMN`] (16 bytes, little-endian): what tells two copies
+    /// apart when the columns that would are not built ([`Flattener::only_columns`]).
+    pub fn hashing_originals(mut self) -> Flattener {
+        self.digests = Some(FixedSizeBinaryBuilder::new(16));
+        self.with_extra_columns()
+    }
+
+    fn with_extra_columns(mut self) -> Flattener {
         let mut fields: Vec<Field> = self
             .plan
             .arrow
@@ -115,12 +196,20 @@ impl Flattener {
             .iter()
             .map(|f| f.as_ref().clone())
             .collect();
-        fields.push(Field::new(crate::schema::RAW_EVENT_COLUMN, DataType::Utf8, true));
-        let schema = Arc::new(ArrowSchema::new_with_metadata(
+        if self.raw.is_some() {
+            fields.push(Field::new(crate::schema::RAW_EVENT_COLUMN, DataType::Utf8, true));
+        }
+        if self.digests.is_some() {
+            fields.push(Field::new(
+                ORIGINAL_DIGEST_COLUMN,
+                DataType::FixedSizeBinary(16),
+                true,
+            ));
+        }
+        self.schema = Arc::new(ArrowSchema::new_with_metadata(
             fields,
             self.plan.arrow.metadata().clone(),
         ));
-        self.raw = Some((StringBuilder::new(), schema));
         self
     }
 
@@ -128,9 +217,13 @@ impl Flattener {
     /// is appended.
     pub fn append_event(&mut self, event: &TopFields<'_>, original: &[u8]) -> Result<(), FlattenError> {
         self.append_row(event)?;
-        if let Some((raw, _)) = &mut self.raw {
+        if let Some(raw) = &mut self.raw {
             // Records were read as UTF-8 text (TopFields checked it); lossless for every event.
             raw.append_value(String::from_utf8_lossy(original));
+        }
+        if let Some(digests) = &mut self.digests {
+            let digest = xxhash_rust::xxh3::xxh3_128(original).to_le_bytes();
+            digests.append_value(digest).expect("16 bytes");
         }
         Ok(())
     }
@@ -144,16 +237,20 @@ impl Flattener {
     /// error nothing is appended.
     pub fn append(&mut self, event: &TopFields<'_>) -> Result<(), FlattenError> {
         self.append_row(event)?;
-        if let Some((raw, _)) = &mut self.raw {
+        if let Some(raw) = &mut self.raw {
             raw.append_null();
+        }
+        if let Some(digests) = &mut self.digests {
+            digests.append_null();
         }
         Ok(())
     }
 
     fn append_row(&mut self, event: &TopFields<'_>) -> Result<(), FlattenError> {
         let plan = &*self.plan;
+        let needed = self.needed.as_ref();
         let mut unmapped = Unmapped::default();
-        let doc = Doc::load(plan, event, &mut unmapped);
+        let doc = Doc::load(plan, event, &mut unmapped, needed);
 
         let event_time = match doc.lookup(&plan.event_time, &mut unmapped) {
             None => return Err(FlattenError::MissingEventTime),
@@ -171,11 +268,17 @@ impl Flattener {
             doc.lookup(&plan.event_source, &mut unmapped),
             Some(Json::String(s)) if s == "kms.amazonaws.com"
         );
-        let doc = if is_kms { doc.with_payloads(plan) } else { doc };
-        let kms = is_kms.then(|| derive::KmsFacts::resolve(plan, &doc, &mut unmapped));
+        let doc = if is_kms {
+            doc.with_payloads(plan, needed)
+        } else {
+            doc
+        };
+        let kms = (is_kms && needed.is_none_or(|n| n.kms))
+            .then(|| derive::KmsFacts::resolve(plan, &doc, &mut unmapped));
 
-        for (column, builder) in plan.columns.iter().zip(self.builders.iter_mut()) {
-            if column.kms_only && !is_kms {
+        for (index, (column, builder)) in plan.columns.iter().zip(self.builders.iter_mut()).enumerate() {
+            let unwanted = needed.is_some_and(|n| !n.columns[index]);
+            if unwanted || (column.kms_only && !is_kms) {
                 builder.append_null();
                 continue;
             }
@@ -226,13 +329,13 @@ impl Flattener {
     pub fn finish_batch(&mut self) -> Result<RecordBatch, ArrowError> {
         let mut columns: Vec<ArrayRef> = self.builders.iter_mut().map(ColumnBuilder::finish).collect();
         self.rows = 0;
-        match &mut self.raw {
-            None => RecordBatch::try_new(self.plan.arrow.clone(), columns),
-            Some((raw, schema)) => {
-                columns.push(Arc::new(raw.finish()));
-                RecordBatch::try_new(schema.clone(), columns)
-            }
+        if let Some(raw) = &mut self.raw {
+            columns.push(Arc::new(raw.finish()));
         }
+        if let Some(digests) = &mut self.digests {
+            columns.push(Arc::new(digests.finish()));
+        }
+        RecordBatch::try_new(self.schema.clone(), columns)
     }
 }
 
@@ -290,7 +393,7 @@ pub(crate) struct Doc<'a> {
 }
 
 impl<'a> Doc<'a> {
-    fn load(plan: &Plan, event: &TopFields<'a>, unmapped: &mut Unmapped) -> Doc<'a> {
+    fn load(plan: &Plan, event: &TopFields<'a>, unmapped: &mut Unmapped, needed: Option<&Needed>) -> Doc<'a> {
         let mut raw: Vec<Option<&'a RawValue>> = vec![None; plan.slots.len()];
         let mut leftovers = Vec::new();
         for (key, value) in &event.fields {
@@ -299,24 +402,27 @@ impl<'a> Doc<'a> {
                 _ => leftovers.push((key, *value)),
             }
         }
+        let walk_unknown = needed.is_none_or(|n| n.unmapped);
         for (key, value) in leftovers {
-            let parsed = parse_raw(value);
             if let Some(&slot) = plan.slot_by_lower.get(&key.to_ascii_lowercase())
                 && raw[slot].is_none()
             {
                 raw[slot] = Some(value);
             }
-            unmapped.insert(key.to_string(), &parsed);
+            if walk_unknown {
+                unmapped.insert(key.to_string(), &parse_raw(value));
+            }
         }
-        let values = raw
-            .iter()
-            .zip(&plan.slots)
-            .map(|(r, slot)| match (r, slot.parse) {
-                (Some(r), Parse::Always) => Some(parse_raw(r)),
+        let values = (raw.iter().zip(&plan.slots).enumerate())
+            .map(|(index, (r, slot))| match (r, slot.parse) {
+                (Some(r), Parse::Always) if needed.is_none_or(|n| n.slots[index]) => Some(parse_raw(r)),
                 _ => None,
             })
             .collect();
         let doc = Doc { raw, values };
+        if !walk_unknown {
+            return doc;
+        }
         let mut path = String::new();
         for (slot, info) in plan.slots.iter().enumerate() {
             if let (Some(node), Some(value)) = (&info.node, &doc.values[slot]) {
@@ -329,9 +435,10 @@ impl<'a> Doc<'a> {
     }
 
     /// Parses the payload members that only KMS columns read.
-    fn with_payloads(mut self, plan: &Plan) -> Doc<'a> {
+    fn with_payloads(mut self, plan: &Plan, needed: Option<&Needed>) -> Doc<'a> {
         for (slot, info) in plan.slots.iter().enumerate() {
             if info.parse == Parse::Kms
+                && needed.is_none_or(|n| n.slots[slot])
                 && self.values[slot].is_none()
                 && let Some(raw) = self.raw[slot]
             {
@@ -468,6 +575,48 @@ mod tests {
             (!unmapped.is_null(0)).then(|| serde_json::from_str(unmapped.value(0)).unwrap()),
             (!created.is_null(0)).then(|| created.value(0)),
         )
+    }
+
+    #[test]
+    fn a_flattener_of_some_columns_builds_them_as_the_full_one_does() {
+        let events = [
+            r#"{"eventTime":"2024-03-01T10:00:00Z","eventSource":"kms.amazonaws.com","eventName":"Decrypt","awsRegion":"eu-west-1",
+                "userIdentity":{"type":"AssumedRole","accountId":"111122223333","arn":"arn:aws:sts::111122223333:assumed-role/r/s"},
+                "requestParameters":{"keyId":"alias/app","encryptionContext":{"k":"v"}},"resources":[{"ARN":"arn:aws:kms:eu-west-1:111122223333:key/k1","type":"AWS::KMS::Key"}]}"#,
+            r#"{"eventTime":"2024-03-01T10:00:01Z","eventSource":"iam.amazonaws.com","eventName":"ListUsers","readOnly":true}"#,
+        ];
+        let schema = Schema::builtin();
+        let wanted: Vec<usize> = ["event_name", "kms_key_arn", "user_identity_arn", "read_only"]
+            .iter()
+            .map(|c| schema.index_of(c).unwrap())
+            .collect();
+        let mut full = Flattener::new();
+        let mut some = Flattener::new().only_columns(&wanted).hashing_originals();
+        for event in events {
+            let top = TopFields::parse(event.as_bytes()).unwrap();
+            full.append(&top).unwrap();
+            some.append_event(&top, event.as_bytes()).unwrap();
+        }
+        let bad = TopFields::parse(br#"{"eventTime":"soon","eventName":"X"}"#).unwrap();
+        assert!(
+            some.append(&bad).is_err(),
+            "events are checked as the full flattener checks them"
+        );
+        let (full, some) = (full.finish_batch().unwrap(), some.finish_batch().unwrap());
+        for (index, field) in schema.arrow_schema().fields().iter().enumerate() {
+            if wanted.contains(&index) || index == 0 {
+                assert_eq!(some.column(index), full.column(index), "{}", field.name());
+            } else {
+                assert_eq!(
+                    some.column(index).null_count(),
+                    2,
+                    "{} is not built",
+                    field.name()
+                );
+            }
+        }
+        let digests = some.column_by_name(ORIGINAL_DIGEST_COLUMN).unwrap();
+        assert_eq!(digests.null_count(), 0);
     }
 
     #[test]

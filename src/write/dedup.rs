@@ -102,11 +102,29 @@ const REGION_COLUMN: &str = "aws_region";
 /// of two Regions.
 #[cfg(feature = "sql")]
 pub(crate) fn identity_digests(batch: &RecordBatch) -> Vec<Option<u128>> {
+    use arrow::array::{Array, AsArray};
+
     let columns = IdentityColumns::new(&batch.schema());
     let region = batch.schema().index_of(REGION_COLUMN).ok();
+    // A scan that builds only some columns gives each row its original text's digest: what
+    // tells two events of no account apart where the unbuilt columns would.
+    let originals = batch
+        .column_by_name(crate::flatten::ORIGINAL_DIGEST_COLUMN)
+        .and_then(|c| c.as_fixed_size_binary_opt().cloned());
     (0..batch.num_rows())
         .map(|row| {
-            let (time, id, account, name, content) = identity_ref(batch, &columns, row)?;
+            let key = row_key(batch, &columns.key, row);
+            let [id, recipient, name, error, request, response] = key.text;
+            let id = id?;
+            let account = recipient.or_else(|| columns.caller_account.and_then(|c| text_at(batch, c, row)));
+            let content = match (account, &originals) {
+                (Some(_), _) => fingerprint([error, request, response].into_iter()),
+                (None, Some(originals)) if originals.is_valid(row) => {
+                    u128::from_le_bytes(originals.value(row).try_into().unwrap_or_default())
+                }
+                (None, _) => fingerprint(columns.text.iter().map(|&c| text_at(batch, c, row))),
+            };
+            let time = key.time;
             let mut hasher = Xxh3::new();
             hasher.update(&time.to_le_bytes());
             let region = region.and_then(|c| text_at(batch, c, row));

@@ -56,6 +56,44 @@ pub(super) struct ScanPlan {
     pub(super) pruned_dirs: u64,
 }
 
+/// The columns the copy check reads (see `write::dedup`), and those the partition values come
+/// from: flattened whatever the query selects.
+const IDENTITY_COLUMNS: [&str; 9] = [
+    "event_time",
+    "event_id",
+    "recipient_account_id",
+    "event_name",
+    "error_code",
+    "request_parameters",
+    "response_elements",
+    "user_identity_account_id",
+    "aws_region",
+];
+
+impl ScanPlan {
+    /// Columns of the table's schema that come from the flattener (the rest are derived).
+    fn flattened_count(&self) -> usize {
+        self.table_schema.fields().len() - TablePartitioning::default().keys().len()
+    }
+
+    /// The schema columns the flattener builds: the projected ones and the identity columns
+    /// (the original text, when kept, is the flattener's own).
+    fn flattened_columns(&self) -> Vec<usize> {
+        let schema = crate::schema::Schema::builtin();
+        let all: Vec<usize> = (0..self.flattened_count()).collect();
+        let projected = self.projection.as_deref().unwrap_or(&all);
+        let mut columns: Vec<usize> = projected
+            .iter()
+            .copied()
+            .filter(|&i| i < schema.columns().len())
+            .chain(IDENTITY_COLUMNS.iter().filter_map(|name| schema.index_of(name)))
+            .collect();
+        columns.sort_unstable();
+        columns.dedup();
+        columns
+    }
+}
+
 /// The plan node (see the module docs).
 pub(super) struct RawEventsExec {
     plan: Arc<ScanPlan>,
@@ -219,11 +257,12 @@ struct PartitionScan {
 
 impl PartitionScan {
     fn run(mut self, group: &[Input]) {
-        let mut flattener = if self.plan.keep_raw {
-            Flattener::new().keeping_raw()
-        } else {
-            Flattener::new()
-        };
+        let mut flattener = Flattener::new()
+            .only_columns(&self.plan.flattened_columns())
+            .hashing_originals();
+        if self.plan.keep_raw {
+            flattener = flattener.keeping_raw();
+        }
         let ledger = self.plan.ledger.clone();
         let batch_rows = self.plan.batch_rows;
         let mut last = None;
@@ -317,7 +356,7 @@ impl PartitionScan {
     /// The projected columns of a flattened batch, with the partition columns a converted table
     /// has (derived from the rows as the writer derives their directories).
     fn output(&self, batch: &RecordBatch) -> Result<RecordBatch> {
-        let flattened = batch.num_columns();
+        let flattened = self.plan.flattened_count();
         let all: Vec<usize> = (0..self.plan.table_schema.fields().len()).collect();
         let wanted = self.plan.projection.as_deref().unwrap_or(&all);
         let partitioning = TablePartitioning::default();
