@@ -8,8 +8,7 @@ use std::process::Command;
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::Int64Type;
-use common::{convert_into, data, files_under, run};
-use futures::TryStreamExt;
+use common::{collect, convert_into, data, files_under, run, runtime};
 use keytrail::sql::raw::RawOptions;
 use keytrail::sql::{SessionOptions, SqlSession};
 use keytrail::synth::{GenOptions, generate};
@@ -18,28 +17,6 @@ fn keytrail() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_keytrail"));
     command.env("NO_COLOR", "1").env_remove("RUST_LOG");
     command
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-async fn collect(session: &SqlSession, sql: &str) -> Vec<RecordBatch> {
-    let mut batches = Vec::new();
-    for statement in session.split(sql).unwrap() {
-        batches = session
-            .execute(statement)
-            .await
-            .unwrap()
-            .try_collect()
-            .await
-            .unwrap();
-    }
-    batches
 }
 
 /// The rows of a result as CSV-like lines (to compare two results).

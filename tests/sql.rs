@@ -9,27 +9,6 @@ use keytrail::sql::SqlSession;
 use keytrail::sql::output::{Format, write_results};
 use keytrail::sql::shell::{Piped, ShellOptions, run_shell};
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-async fn collect(session: &SqlSession, sql: &str) -> Vec<RecordBatch> {
-    let mut batches = Vec::new();
-    for statement in session.split(sql).unwrap() {
-        batches = session
-            .execute(statement)
-            .await
-            .unwrap()
-            .try_collect()
-            .await
-            .unwrap();
-    }
-    batches
-}
-
 /// The text of an EXPLAIN ANALYZE plan.
 async fn explain_analyze(session: &SqlSession, sql: &str) -> String {
     let batches = collect(session, &format!("EXPLAIN ANALYZE {sql}")).await;

@@ -72,9 +72,8 @@ pub struct Flattener {
 struct Needed {
     columns: Vec<bool>,
     /// Top-level members to parse (the others are not looked at, or only kept as raw text).
+    /// The `unmapped` column is never among the columns: it needs them all (no `Needed`).
     slots: Vec<bool>,
-    /// Whether the `unmapped` column is needed (it needs every member walked).
-    unmapped: bool,
     /// Whether a KMS-derived column is needed.
     kms: bool,
 }
@@ -124,7 +123,6 @@ impl Flattener {
         let mut needed = Needed {
             columns: vec![false; plan.columns.len()],
             slots: vec![false; plan.slots.len()],
-            unmapped: false,
             kms: false,
         };
         needed.slots[plan.event_time.slot] = true;
@@ -141,16 +139,15 @@ impl Flattener {
             needed.columns[column] = true;
             match &plan_column.source {
                 Source::Paths(paths) => paths.iter().for_each(|p| needed.slots[p.slot] = true),
-                Source::Derive(Rule::Unmapped) => needed.unmapped = true,
+                // The catch-all is what every other column's lookups leave over (values of the
+                // wrong type, case variants): it needs them all.
+                Source::Derive(Rule::Unmapped) => {
+                    self.needed = None;
+                    return self;
+                }
                 Source::Derive(_) => needed.kms = true,
                 Source::EventTime | Source::RawJson(_) => {}
             }
-        }
-        if needed.unmapped {
-            // The catch-all is what every other column's lookups leave over (values of the
-            // wrong type, case variants): it needs them all.
-            self.needed = None;
-            return self;
         }
         if needed.kms {
             // The KMS rules read members of their own.
@@ -402,7 +399,7 @@ impl<'a> Doc<'a> {
                 _ => leftovers.push((key, *value)),
             }
         }
-        let walk_unknown = needed.is_none_or(|n| n.unmapped);
+        let walk_unknown = needed.is_none();
         for (key, value) in leftovers {
             if let Some(&slot) = plan.slot_by_lower.get(&key.to_ascii_lowercase())
                 && raw[slot].is_none()

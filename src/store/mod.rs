@@ -330,15 +330,8 @@ impl Stores {
             })
             .map(|meta| self.remote(&store, url, meta))
             .collect();
-        if objects.is_empty()
-            && matcher.is_none()
-            && let Some(path) = url.path()
-        {
-            match self.runtime.block_on(store.head(&path)) {
-                Ok(meta) => objects.push(self.remote(&store, url, meta)),
-                Err(object_store::Error::NotFound { .. }) => {}
-                Err(source) => return Err(access(source)),
-            }
+        if objects.is_empty() && matcher.is_none() {
+            objects.extend(self.named_object(&store, url)?);
         }
         objects.sort();
         debug!(objects = objects.len(), "listed");
@@ -422,16 +415,8 @@ impl Stores {
                 pruned.files += 1;
             }
         }
-        if objects.is_empty()
-            && pruned.files == 0
-            && pruned.dirs == 0
-            && let Some(path) = url.path()
-        {
-            match self.runtime.block_on(store.head(&path)) {
-                Ok(meta) => objects.push(self.remote(&store, url, meta)),
-                Err(object_store::Error::NotFound { .. }) => {}
-                Err(source) => return Err(access(source)),
-            }
+        if objects.is_empty() && pruned.files == 0 && pruned.dirs == 0 {
+            objects.extend(self.named_object(&store, url)?);
         }
         objects.sort();
         debug!(
@@ -441,6 +426,25 @@ impl Stores {
             "listed"
         );
         Ok(objects)
+    }
+
+    /// The object a URL names, when it names one (a listing under it found nothing).
+    fn named_object(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        url: &S3Url,
+    ) -> Result<Option<RemoteObject>, StoreError> {
+        let Some(path) = url.path() else {
+            return Ok(None);
+        };
+        match self.runtime.block_on(store.head(&path)) {
+            Ok(meta) => Ok(Some(self.remote(store, url, meta))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(error) => Err(StoreError::Access {
+                url: url.to_string(),
+                error,
+            }),
+        }
     }
 
     fn remote(&self, store: &Arc<dyn ObjectStore>, url: &S3Url, meta: ObjectMeta) -> RemoteObject {

@@ -96,6 +96,14 @@ fn add_texts<'a>(hasher: &mut Xxh3, texts: impl Iterator<Item = Option<&'a str>>
 #[cfg(feature = "sql")]
 const REGION_COLUMN: &str = "aws_region";
 
+/// Every column [`identity_digests`] reads: a scan that builds only some columns builds these.
+#[cfg(feature = "sql")]
+pub(crate) fn identity_column_names() -> impl Iterator<Item = &'static str> {
+    SORT_COLUMNS
+        .into_iter()
+        .chain([CALLER_ACCOUNT_COLUMN, REGION_COLUMN])
+}
+
 /// Each row's identity as one xxh3-128 digest, for dropping copies across a whole query over raw
 /// logs, whose rows are in no order: `None` for a row without an event id (never a copy). The
 /// Region is part of it, as in a conversion partitioned by Region, which never compares events

@@ -7,7 +7,9 @@ use std::process::{Command, Output};
 use arrow::array::{Array, AsArray, MapArray, RecordBatch};
 use arrow::compute::concat_batches;
 use arrow::datatypes::TimestampMicrosecondType;
+use futures::TryStreamExt;
 use keytrail::convert::{ConvertOptions, ConvertSummary, NoProgress, convert};
+use keytrail::sql::SqlSession;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 pub fn data(relative: &str) -> String {
@@ -238,4 +240,27 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
         .collect();
     files.sort();
     files
+}
+
+/// A multi-threaded runtime for the SQL tests.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The batches of the last statement of `sql`.
+pub async fn collect(session: &SqlSession, sql: &str) -> Vec<RecordBatch> {
+    let mut batches = Vec::new();
+    for statement in session.split(sql).unwrap() {
+        batches = session
+            .execute(statement)
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+    }
+    batches
 }

@@ -33,7 +33,7 @@ use crate::dataset::partitioning::partition_values;
 use crate::flatten::Flattener;
 use crate::read::Input;
 use crate::sync::lock;
-use crate::write::dedup::identity_digests;
+use crate::write::dedup::{identity_column_names, identity_digests};
 use crate::write::route::row_partitions;
 
 /// Batches waiting between a partition's thread and the query.
@@ -56,28 +56,15 @@ pub(super) struct ScanPlan {
     pub(super) pruned_dirs: u64,
 }
 
-/// The columns the copy check reads (see `write::dedup`), and those the partition values come
-/// from: flattened whatever the query selects.
-const IDENTITY_COLUMNS: [&str; 9] = [
-    "event_time",
-    "event_id",
-    "recipient_account_id",
-    "event_name",
-    "error_code",
-    "request_parameters",
-    "response_elements",
-    "user_identity_account_id",
-    "aws_region",
-];
-
 impl ScanPlan {
     /// Columns of the table's schema that come from the flattener (the rest are derived).
     fn flattened_count(&self) -> usize {
         self.table_schema.fields().len() - TablePartitioning::default().keys().len()
     }
 
-    /// The schema columns the flattener builds: the projected ones and the identity columns
-    /// (the original text, when kept, is the flattener's own).
+    /// The schema columns the flattener builds: the projected ones and the copy check's identity
+    /// columns, which hold what the partition values come from too (the original text, when
+    /// kept, is the flattener's own).
     fn flattened_columns(&self) -> Vec<usize> {
         let schema = crate::schema::Schema::builtin();
         let all: Vec<usize> = (0..self.flattened_count()).collect();
@@ -86,7 +73,7 @@ impl ScanPlan {
             .iter()
             .copied()
             .filter(|&i| i < schema.columns().len())
-            .chain(IDENTITY_COLUMNS.iter().filter_map(|name| schema.index_of(name)))
+            .chain(identity_column_names().filter_map(|name| schema.index_of(name)))
             .collect();
         columns.sort_unstable();
         columns.dedup();
