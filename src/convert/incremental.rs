@@ -34,7 +34,7 @@ pub(super) fn select_inputs(inputs: Vec<Input>, output: &OutputDir) -> Result<Se
                 // Touched but not changed. Objects are not compared by content: that would mean
                 // downloading them twice.
                 Input::File(path) => crate::read::file_digest(path).is_ok_and(|hash| hash == before.hash),
-                Input::Object(_) | Input::Stdin => false,
+                Input::Object(_) | Input::Stdin | Input::Memory(_) => false,
             };
         if unchanged {
             selection.unchanged += 1;
@@ -59,7 +59,7 @@ pub(super) fn manifest_entry(input: &Input) -> Option<InputRecord> {
             etag: object.etag.clone(),
             hash: String::new(),
         }),
-        Input::Stdin => None,
+        Input::Stdin | Input::Memory(_) => None,
     }
 }
 

@@ -13,6 +13,7 @@ mod pipeline;
 pub mod report;
 mod run_state;
 pub mod scan;
+pub mod stream;
 
 use std::path::PathBuf;
 

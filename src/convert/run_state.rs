@@ -43,6 +43,11 @@ impl RunState {
         }
     }
 
+    /// Ends the run early without an error (nobody reads its output any more).
+    pub(super) fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
     /// Whether the run must end early.
     pub(super) fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)

@@ -18,7 +18,7 @@ use super::ConvertError;
 use super::input::convert_input;
 use super::report::{FileReport, MAX_PROBLEMS_KEPT, Problem, SkippedFile};
 use super::run_state::RunState;
-use crate::dataset::quarantine::Quarantine;
+use crate::dataset::quarantine::{Quarantine, QuarantineEntry};
 use crate::flatten::Flattener;
 use crate::read::Input;
 use crate::read::classify::SkipReason;
@@ -40,6 +40,25 @@ impl ScanLedger {
             reports: Mutex::new(BTreeMap::new()),
             duplicates: AtomicU64::new(0),
         }
+    }
+
+    /// A ledger that also keeps each record that could not be made into a row, with its bytes
+    /// ([`ScanLedger::take_quarantined`]).
+    pub fn keeping_records(strict: bool) -> ScanLedger {
+        ScanLedger {
+            run: RunState::new(Quarantine::in_memory(), strict),
+            ..ScanLedger::new(strict)
+        }
+    }
+
+    /// The records kept so far by a [`ScanLedger::keeping_records`] ledger, taken.
+    pub fn take_quarantined(&self) -> Vec<(QuarantineEntry, Vec<u8>)> {
+        lock(&self.run.quarantine).take_kept()
+    }
+
+    /// Tells the scans to stop (their reader is gone).
+    pub fn stop(&self) {
+        self.run.stop();
     }
 
     /// Whether the scans must stop (a problem under `--strict`, or a fatal error).

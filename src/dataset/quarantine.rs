@@ -37,6 +37,8 @@ pub struct Quarantine {
     /// `None`: the records are counted, not kept (a query over raw logs has nowhere to keep
     /// them; its summary names each one).
     dir: Option<PathBuf>,
+    /// Records kept in memory instead of files (a Python reader hands them to its caller).
+    kept: Option<Vec<(QuarantineEntry, Vec<u8>)>>,
     files: Option<(BufWriter<File>, BufWriter<File>)>,
     bin_offset: u64,
     count: u64,
@@ -46,6 +48,7 @@ impl Quarantine {
     pub fn new(dir: &Path) -> Quarantine {
         Quarantine {
             dir: Some(dir.to_path_buf()),
+            kept: None,
             files: None,
             bin_offset: 0,
             count: 0,
@@ -56,10 +59,26 @@ impl Quarantine {
     pub fn counting() -> Quarantine {
         Quarantine {
             dir: None,
+            kept: None,
             files: None,
             bin_offset: 0,
             count: 0,
         }
+    }
+
+    /// A quarantine that keeps each record and its entry in memory, for
+    /// [`Quarantine::take_kept`].
+    pub fn in_memory() -> Quarantine {
+        Quarantine {
+            kept: Some(Vec::new()),
+            ..Quarantine::counting()
+        }
+    }
+
+    /// The records kept in memory so far (see [`Quarantine::in_memory`]), taken: each entry's
+    /// `bin_offset` counts from the first record ever kept.
+    pub fn take_kept(&mut self) -> Vec<(QuarantineEntry, Vec<u8>)> {
+        self.kept.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Records quarantined so far.
@@ -76,7 +95,19 @@ impl Quarantine {
         reason: &str,
         bytes: &[u8],
     ) -> Result<(), DatasetError> {
+        let entry = QuarantineEntry {
+            input: input.to_string(),
+            record,
+            offset,
+            reason: reason.to_string(),
+            bin_offset: self.bin_offset,
+            length: bytes.len() as u64,
+        };
         let Some(dir) = &self.dir else {
+            if let Some(kept) = &mut self.kept {
+                kept.push((entry, bytes.to_vec()));
+                self.bin_offset += bytes.len() as u64;
+            }
             self.count += 1;
             return Ok(());
         };
@@ -89,14 +120,6 @@ impl Quarantine {
             self.files = Some((open(RECORDS_FILE)?, open(REASONS_FILE)?));
         }
         let (bin, reasons) = self.files.as_mut().expect("opened above");
-        let entry = QuarantineEntry {
-            input: input.to_string(),
-            record,
-            offset,
-            reason: reason.to_string(),
-            bin_offset: self.bin_offset,
-            length: bytes.len() as u64,
-        };
         bin.write_all(bytes).map_err(io_error(&dir.join(RECORDS_FILE)))?;
         let mut line = serde_json::to_vec(&entry).map_err(|source| DatasetError::Json {
             path: dir.join(REASONS_FILE),

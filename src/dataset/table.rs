@@ -717,19 +717,11 @@ pub fn table_schema(
         .try_into_kernel()
         .map_err(|e| format!("the schema has no Delta equivalent: {e}"))?;
     // Spark, Athena and Databricks show a field's `comment` as the column's description.
-    let descriptions: HashMap<&str, &str> = Schema::builtin()
-        .columns()
-        .iter()
-        .map(|c| (c.name.as_str(), c.description.as_str()))
-        .chain([(
-            crate::schema::RAW_EVENT_COLUMN,
-            crate::schema::RAW_EVENT_DESCRIPTION,
-        )])
-        .collect();
+    let schema = Schema::builtin();
     let data = data
         .fields()
-        .map(|field| match descriptions.get(field.name().as_str()) {
-            Some(description) => field.clone().with_metadata([("comment", *description)]),
+        .map(|field| match schema.column_description(field.name()) {
+            Some(description) => field.clone().with_metadata([("comment", description)]),
             None => field.clone(),
         });
     let partitions = partitioning

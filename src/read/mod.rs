@@ -21,12 +21,22 @@ pub use discover::{Discovery, DiscoveryProblem, Pruned, discover, discover_filte
 
 use crate::store::RemoteObject;
 
-/// One input: a file, an object in S3, or standard input.
+/// One input: a file, an object in S3, standard input, or bytes already in memory.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Input {
     File(PathBuf),
     Object(RemoteObject),
     Stdin,
+    /// Bytes handed over by a caller (a Python `bytes` object, a Spark `binaryFile` row), read
+    /// as a file of that name would be (gzip and zip sniffed).
+    Memory(MemoryInput),
+}
+
+/// An input's bytes held in memory, with the name problems give it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MemoryInput {
+    pub name: String,
+    pub bytes: bytes::Bytes,
 }
 
 impl Input {
@@ -36,6 +46,7 @@ impl Input {
             Input::File(path) => std::fs::metadata(path).ok().map(|m| m.len()),
             Input::Object(object) => Some(object.size),
             Input::Stdin => None,
+            Input::Memory(memory) => Some(memory.bytes.len() as u64),
         }
     }
 }
@@ -46,6 +57,7 @@ impl fmt::Display for Input {
             Input::File(path) => write!(f, "{}", path.display()),
             Input::Object(object) => write!(f, "{}", object.url),
             Input::Stdin => f.write_str("<stdin>"),
+            Input::Memory(memory) => f.write_str(&memory.name),
         }
     }
 }
@@ -113,6 +125,7 @@ pub fn open(input: &Input) -> Result<Opened<'static>, ReadError> {
             source,
         })?,
         Input::Stdin => Box::new(io::stdin()),
+        Input::Memory(memory) => Box::new(io::Cursor::new(memory.bytes.clone())),
     };
     sniff(raw).map_err(|source| ReadError::Open {
         input: input.to_string(),

@@ -194,6 +194,18 @@ impl Schema {
         self.columns.iter().position(|c| c.name == name)
     }
 
+    /// The description of a column of a table's rows (the schema's columns and
+    /// [`RAW_EVENT_COLUMN`]).
+    pub fn column_description(&self, name: &str) -> Option<&str> {
+        if name == RAW_EVENT_COLUMN {
+            return Some(RAW_EVENT_DESCRIPTION);
+        }
+        self.columns
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.description.as_str())
+    }
+
     /// The Arrow schema of the flattened table.
     pub fn arrow_schema(&self) -> SchemaRef {
         self.arrow.clone()

@@ -93,7 +93,6 @@ fn add_texts<'a>(hasher: &mut Xxh3, texts: impl Iterator<Item = Option<&'a str>>
 
 /// The column that keeps two events apart in a conversion's default partitioning (they land in
 /// two partitions, each with its own dedup).
-#[cfg(feature = "sql")]
 const REGION_COLUMN: &str = "aws_region";
 
 /// Every column [`identity_digests`] reads: a scan that builds only some columns builds these.
@@ -108,7 +107,6 @@ pub(crate) fn identity_column_names() -> impl Iterator<Item = &'static str> {
 /// logs, whose rows are in no order: `None` for a row without an event id (never a copy). The
 /// Region is part of it, as in a conversion partitioned by Region, which never compares events
 /// of two Regions.
-#[cfg(feature = "sql")]
 pub(crate) fn identity_digests(batch: &RecordBatch) -> Vec<Option<u128>> {
     use arrow::array::{Array, AsArray};
 
@@ -141,6 +139,33 @@ pub(crate) fn identity_digests(batch: &RecordBatch) -> Vec<Option<u128>> {
             Some(hasher.digest128())
         })
         .collect()
+}
+
+/// The events a scan in no particular order has read, by identity digest (16 bytes each), shared
+/// by the threads of the scan: each event passes once, whichever thread reads it first.
+#[derive(Debug, Default)]
+pub struct SeenEvents {
+    digests: std::sync::Mutex<HashSet<u128>>,
+}
+
+impl SeenEvents {
+    /// `batch` without the events seen before (by any scan sharing this set), and how many
+    /// copies were dropped. Rows without an event id are never copies.
+    pub fn drop_copies(&self, batch: RecordBatch) -> Result<(RecordBatch, usize), arrow::error::ArrowError> {
+        let digests = identity_digests(&batch);
+        let keep: arrow::array::BooleanArray = {
+            let mut seen = crate::sync::lock(&self.digests);
+            digests
+                .iter()
+                .map(|digest| Some(digest.is_none_or(|d| seen.insert(d))))
+                .collect()
+        };
+        let dropped = keep.false_count();
+        if dropped == 0 {
+            return Ok((batch, 0));
+        }
+        Ok((arrow::compute::filter_record_batch(&batch, &keep)?, dropped))
+    }
 }
 
 fn owned(identity: IdentityRef<'_>) -> Identity {

@@ -1,10 +1,13 @@
 //! Routing rows to their partitions: each row's partition directory, built from its values.
 
-use arrow::array::{Array, AsArray, RecordBatch, StringArray};
-use arrow::datatypes::TimestampMicrosecondType;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, DictionaryArray, RecordBatch, StringArray, UInt16Array};
+use arrow::datatypes::{TimestampMicrosecondType, UInt16Type};
+use arrow::error::ArrowError;
 use chrono::{DateTime, Datelike};
 
-use crate::dataset::partitioning::push_partition_value;
+use crate::dataset::partitioning::{partition_values, push_partition_value};
 use crate::dataset::{PartitionKey, Partitioning};
 
 const MICROS_PER_DAY: i64 = 86_400 * 1_000_000;
@@ -103,6 +106,51 @@ pub fn row_partitions(partitioning: &Partitioning, batch: &RecordBatch) -> RowPa
         ids.push(id);
     }
     RowPartitions { paths, ids }
+}
+
+/// The partition columns of `partitioning` for each row, dictionary-encoded as the Delta table
+/// provider gives them (null for Hive's default partition).
+pub fn partition_columns(
+    batch: &RecordBatch,
+    partitioning: &Partitioning,
+) -> Result<Vec<ArrayRef>, ArrowError> {
+    let rows = row_partitions(partitioning, batch);
+    let values: Vec<Vec<(String, Option<String>)>> = rows
+        .paths
+        .iter()
+        .map(|path| partition_values(&format!("{path}/f"), partitioning))
+        .collect();
+    let keys = UInt16Array::from(
+        rows.ids
+            .iter()
+            .map(|&id| u16::try_from(id).ok())
+            .collect::<Vec<_>>(),
+    );
+    if keys.null_count() > 0 {
+        return Err(ArrowError::InvalidArgumentError(format!(
+            "a batch of {} rows spans more than {} partitions",
+            batch.num_rows(),
+            u16::MAX
+        )));
+    }
+    (0..partitioning.keys().len())
+        .map(|column| {
+            let dictionary = StringArray::from(
+                values
+                    .iter()
+                    .map(|v| v[column].1.clone())
+                    .collect::<Vec<Option<String>>>(),
+            );
+            // Rows of the default partition are null rows, not rows holding a null entry.
+            let keys = UInt16Array::from(
+                keys.iter()
+                    .map(|k| k.filter(|&k| dictionary.is_valid(usize::from(k))))
+                    .collect::<Vec<_>>(),
+            );
+            let array = DictionaryArray::<UInt16Type>::try_new(keys, Arc::new(dictionary))?;
+            Ok(Arc::new(array) as ArrayRef)
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -5,14 +5,11 @@
 //! digests, 16 bytes per event read), so a query sees each event once, as a converted table
 //! holds it.
 
-use std::collections::HashSet;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, BooleanArray, DictionaryArray, RecordBatch, RecordBatchOptions, StringArray, UInt16Array,
-};
-use arrow::datatypes::{SchemaRef, UInt16Type};
+use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
+use arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -29,12 +26,10 @@ use tokio::sync::mpsc;
 use crate::convert::ConvertError;
 use crate::convert::scan::{ScanLedger, take_batch};
 use crate::dataset::Partitioning as TablePartitioning;
-use crate::dataset::partitioning::partition_values;
 use crate::flatten::Flattener;
 use crate::read::Input;
-use crate::sync::lock;
-use crate::write::dedup::{identity_column_names, identity_digests};
-use crate::write::route::row_partitions;
+use crate::write::dedup::{SeenEvents, identity_column_names};
+use crate::write::route::partition_columns;
 
 /// Batches waiting between a partition's thread and the query.
 const CHANNEL_BATCHES: usize = 2;
@@ -86,7 +81,7 @@ pub(super) struct RawEventsExec {
     plan: Arc<ScanPlan>,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
-    seen: Arc<Mutex<HashSet<u128>>>,
+    seen: Arc<SeenEvents>,
     metrics: ExecutionPlanMetricsSet,
 }
 
@@ -123,7 +118,7 @@ impl RawEventsExec {
             plan: Arc::new(plan),
             schema,
             properties: Arc::new(properties),
-            seen: Arc::new(Mutex::new(HashSet::new())),
+            seen: Arc::new(SeenEvents::default()),
             metrics,
         })
     }
@@ -194,7 +189,7 @@ impl ExecutionPlan for RawEventsExec {
             plan: self.plan.clone(),
             schema: self.schema.clone(),
             properties: self.properties.clone(),
-            seen: Arc::new(Mutex::new(HashSet::new())),
+            seen: Arc::new(SeenEvents::default()),
             metrics: ExecutionPlanMetricsSet::new(),
         }))
     }
@@ -233,7 +228,7 @@ impl ExecutionPlan for RawEventsExec {
 struct PartitionScan {
     plan: Arc<ScanPlan>,
     output_schema: SchemaRef,
-    seen: Arc<Mutex<HashSet<u128>>>,
+    seen: Arc<SeenEvents>,
     sender: mpsc::Sender<Result<RecordBatch>>,
     rows_left: Option<usize>,
     files_opened: Count,
@@ -323,21 +318,10 @@ impl PartitionScan {
 
     /// The batch without events read before, by this partition or another.
     fn without_copies(&self, batch: RecordBatch) -> Result<RecordBatch> {
-        let digests = identity_digests(&batch);
-        let keep: BooleanArray = {
-            let mut seen = lock(&self.seen);
-            digests
-                .iter()
-                .map(|digest| Some(digest.is_none_or(|d| seen.insert(d))))
-                .collect()
-        };
-        let dropped = keep.false_count();
-        if dropped == 0 {
-            return Ok(batch);
-        }
+        let (batch, dropped) = self.seen.drop_copies(batch)?;
         self.duplicates_dropped.add(dropped);
         self.plan.ledger.add_duplicates(dropped as u64);
-        Ok(arrow::compute::filter_record_batch(&batch, &keep)?)
+        Ok(batch)
     }
 
     /// The projected columns of a flattened batch, with the partition columns a converted table
@@ -366,49 +350,4 @@ impl PartitionScan {
             &options,
         )?)
     }
-}
-
-/// The partition columns of `partitioning` for each row, dictionary-encoded as the Delta table
-/// provider gives them (null for Hive's default partition).
-pub(super) fn partition_columns(
-    batch: &RecordBatch,
-    partitioning: &TablePartitioning,
-) -> Result<Vec<ArrayRef>> {
-    let rows = row_partitions(partitioning, batch);
-    let values: Vec<Vec<(String, Option<String>)>> = rows
-        .paths
-        .iter()
-        .map(|path| partition_values(&format!("{path}/f"), partitioning))
-        .collect();
-    let keys = UInt16Array::from(
-        rows.ids
-            .iter()
-            .map(|&id| u16::try_from(id).ok())
-            .collect::<Vec<_>>(),
-    );
-    if keys.null_count() > 0 {
-        return Err(DataFusionError::Execution(format!(
-            "a batch of {} rows spans more than {} partitions",
-            batch.num_rows(),
-            u16::MAX
-        )));
-    }
-    (0..partitioning.keys().len())
-        .map(|column| {
-            let dictionary = StringArray::from(
-                values
-                    .iter()
-                    .map(|v| v[column].1.clone())
-                    .collect::<Vec<Option<String>>>(),
-            );
-            // Rows of the default partition are null rows, not rows holding a null entry.
-            let keys = UInt16Array::from(
-                keys.iter()
-                    .map(|k| k.filter(|&k| dictionary.is_valid(usize::from(k))))
-                    .collect::<Vec<_>>(),
-            );
-            let array = DictionaryArray::<UInt16Type>::try_new(keys, Arc::new(dictionary))?;
-            Ok(Arc::new(array) as ArrayRef)
-        })
-        .collect()
 }

@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""The Python package against the CLI on the same generated tree, same run: `keytrail.read`
+streaming every batch, Spark local[T] flatten + Parquet write (`keytrail.spark.convert`), and
+`keytrail convert`.
+
+usage: python.py --keytrail BIN --python PY [--tree DIR] [--threads T] [--repeat R]
+
+PY is a virtualenv's python with a release build of the package and PySpark:
+    scripts/python-venv.sh tests/interop/requirements.txt bench-python-venv
+    PATH=~/.cache/keytrail/bench-python-venv/bin:$PATH ~/.cache/keytrail/bench-python-venv/bin/python \
+        -m pip install --no-build-isolation --no-deps --force-reinstall ./python
+
+Contenders, each its own process (wall time, CPU time and peak RSS from wait4), alternating:
+  keytrail convert   keytrail convert TREE -o OUT -j T
+  keytrail.read      keytrail.read(TREE, threads=T), every batch pulled, rows counted
+  spark convert      SparkSession local[T] (JVM start included), keytrail.spark.convert(spark,
+                     TREE, OUT, format="parquet"): binaryFile, flatten, copies dropped across
+                     tasks (a shuffle), Parquet partitioned by region and event_date, quarantine
+The rows each gives are compared.
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from e2e import measure
+
+READ_SCRIPT = r"""
+import sys, keytrail
+reader = keytrail.read(sys.argv[1], threads=int(sys.argv[2]))
+rows = sum(batch.num_rows for batch in reader)
+print(rows)
+"""
+
+SPARK_SCRIPT = r"""
+import os, sys
+os.environ["PYSPARK_PYTHON"] = sys.executable
+from pyspark.sql import SparkSession
+import pyarrow.dataset as ds
+import keytrail.spark
+tree, out, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+spark = (SparkSession.builder.master(f"local[{threads}]").config("spark.ui.enabled", "false")
+         .config("spark.driver.memory", "2g").config("spark.sql.shuffle.partitions", str(threads * 4))
+         .getOrCreate())
+spark.sparkContext.setLogLevel("ERROR")
+keytrail.spark.convert(spark, tree, out, mode="overwrite")
+spark.stop()
+print(ds.dataset(out, format="parquet", partitioning="hive").count_rows())
+"""
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--keytrail", required=True)
+    parser.add_argument("--python", default=os.path.expanduser("~/.cache/keytrail/bench-python-venv/bin/python"))
+    parser.add_argument("--tree", default=os.path.expanduser("~/.cache/keytrail/bench/gen-1m-seed1"))
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+
+    tree = Path(args.tree)
+    if not tree.is_dir():
+        print(f"generating {args.events:,} events into {tree} ...", file=sys.stderr)
+        subprocess.run([args.keytrail, "gen", str(tree), "-n", str(args.events)], check=True)
+    work = Path(tempfile.mkdtemp(prefix="keytrail-python-bench-"))
+    (work / "read.py").write_text(READ_SCRIPT)
+    (work / "spark.py").write_text(SPARK_SCRIPT)
+    threads = str(args.threads)
+    contenders = {
+        "keytrail convert": [args.keytrail, "-q", "convert", str(tree), "-o", str(work / "cli"),
+                             "-j", threads, "--overwrite", "--progress", "off", "--json"],
+        "keytrail.read": [args.python, str(work / "read.py"), str(tree), threads],
+        "spark convert": [args.python, str(work / "spark.py"), str(tree), str(work / "spark"), threads],
+    }
+    results = {name: [] for name in contenders}
+    rows = {}
+    for _ in range(args.repeat):
+        for name, command in contenders.items():
+            seconds, rss, stdout, cpu = measure(command)
+            results[name].append((seconds, rss, cpu))
+            text = stdout.strip().splitlines()[-1]
+            rows[name] = json.loads(text)["rows_written"] if name == "keytrail convert" else int(text)
+    shutil.rmtree(work, ignore_errors=True)
+
+    events = rows["keytrail convert"]
+    agree = len(set(rows.values())) == 1
+    print(f"rows: {rows} ({'agree' if agree else 'DIFFER'})")
+    print(f"tree: {tree} ({events:,} events), threads {args.threads}, median of {args.repeat}")
+    medians = {}
+    for name, runs in results.items():
+        seconds = statistics.median(r[0] for r in runs)
+        medians[name] = seconds
+        rss = max(r[1] for r in runs)
+        cpu = statistics.median(r[2] for r in runs)
+        print(f"  {name:17} {seconds:7.2f} s  {events / seconds:10,.0f} events/s  "
+              f"{cpu / events * 1e6:6.2f} CPU µs/event  peak {rss:6.0f} MiB")
+    cli = medians["keytrail convert"]
+    for name in ["keytrail.read", "spark convert"]:
+        print(f"  {name} takes {medians[name] / cli:.2f}x the time of keytrail convert")
+
+
+if __name__ == "__main__":
+    main()
