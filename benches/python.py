@@ -10,12 +10,15 @@ PY is a virtualenv's python with a release build of the package and PySpark:
     PATH=~/.cache/keytrail/bench-python-venv/bin:$PATH ~/.cache/keytrail/bench-python-venv/bin/python \
         -m pip install --no-build-isolation --no-deps --force-reinstall ./python
 
-Contenders, each its own process (wall time, CPU time and peak RSS from wait4), alternating:
+Contenders, each its own process tree (wall time; CPU time and peak RSS summed over the process and
+its descendants, sampled from /proc every 0.1 s: Spark's JVM and Python workers count), alternating:
   keytrail convert   keytrail convert TREE -o OUT -j T
   keytrail.read      keytrail.read(TREE, threads=T), every batch pulled, rows counted
-  spark convert      SparkSession local[T] (JVM start included), keytrail.spark.convert(spark,
-                     TREE, OUT, format="parquet"): binaryFile, flatten, copies dropped across
-                     tasks (a shuffle), Parquet partitioned by region and event_date, quarantine
+  spark, copies kept the same with drop_copies=False (copies dropped only within a task: no shuffle)
+  spark flatten      SparkSession local[T] (JVM start included): binaryFile, keytrail.spark.flatten
+                     (copies dropped across tasks: a shuffle), Parquet partitioned by region and
+                     event_date with Spark's writer (keytrail.spark.convert adds a second pass
+                     over the files for the quarantine)
 The rows each gives are compared.
 """
 import argparse
@@ -28,7 +31,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from e2e import measure
+import time
 
 READ_SCRIPT = r"""
 import sys, keytrail
@@ -43,15 +46,69 @@ os.environ["PYSPARK_PYTHON"] = sys.executable
 from pyspark.sql import SparkSession
 import pyarrow.dataset as ds
 import keytrail.spark
-tree, out, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+tree, out, threads, drop_copies = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "drop"
+
 spark = (SparkSession.builder.master(f"local[{threads}]").config("spark.ui.enabled", "false")
          .config("spark.driver.memory", "2g").config("spark.sql.shuffle.partitions", str(threads * 4))
          .getOrCreate())
 spark.sparkContext.setLogLevel("ERROR")
-keytrail.spark.convert(spark, tree, out, mode="overwrite")
+files = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(tree)
+keytrail.spark.flatten(files, drop_copies=drop_copies).write.mode("overwrite").partitionBy("region", "event_date").parquet(out)
 spark.stop()
 print(ds.dataset(out, format="parquet", partitioning="hive").count_rows())
 """
+
+
+def descendants(root):
+    """The pids of `root` and all its descendants now."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def measure_tree(command):
+    """Runs a command; returns (seconds, peak RSS of its process tree in MiB, stdout, CPU seconds
+    of the tree)."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    ticks = os.sysconf("SC_CLK_TCK")
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    cpu_seen = {}
+    peak = 0
+    out = []
+    reader = __import__("threading").Thread(target=lambda: out.append(process.stdout.read()))
+    reader.start()
+    errors = []
+    error_reader = __import__("threading").Thread(target=lambda: errors.append(process.stderr.read()))
+    error_reader.start()
+    while process.poll() is None:
+        rss = 0
+        for pid in descendants(process.pid):
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                rss += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page
+            except (OSError, IndexError):
+                continue
+            cpu_seen[pid] = (int(stat[11]) + int(stat[12])) / ticks
+        peak = max(peak, rss)
+        time.sleep(0.1)
+    reader.join()
+    error_reader.join()
+    seconds = time.perf_counter() - started
+    if process.returncode != 0:
+        sys.exit(f"{' '.join(map(str, command))} failed:\n{errors[0].decode(errors='replace')}")
+    return seconds, peak / 2**20, out[0].decode(), sum(cpu_seen.values())
 
 
 def main():
@@ -76,13 +133,14 @@ def main():
         "keytrail convert": [args.keytrail, "-q", "convert", str(tree), "-o", str(work / "cli"),
                              "-j", threads, "--overwrite", "--progress", "off", "--json"],
         "keytrail.read": [args.python, str(work / "read.py"), str(tree), threads],
-        "spark convert": [args.python, str(work / "spark.py"), str(tree), str(work / "spark"), threads],
+        "spark flatten": [args.python, str(work / "spark.py"), str(tree), str(work / "spark"), threads, "drop"],
+        "spark, copies kept": [args.python, str(work / "spark.py"), str(tree), str(work / "spark"), threads, "keep"],
     }
     results = {name: [] for name in contenders}
     rows = {}
     for _ in range(args.repeat):
         for name, command in contenders.items():
-            seconds, rss, stdout, cpu = measure(command)
+            seconds, rss, stdout, cpu = measure_tree(command)
             results[name].append((seconds, rss, cpu))
             text = stdout.strip().splitlines()[-1]
             rows[name] = json.loads(text)["rows_written"] if name == "keytrail convert" else int(text)
@@ -101,7 +159,7 @@ def main():
         print(f"  {name:17} {seconds:7.2f} s  {events / seconds:10,.0f} events/s  "
               f"{cpu / events * 1e6:6.2f} CPU µs/event  peak {rss:6.0f} MiB")
     cli = medians["keytrail convert"]
-    for name in ["keytrail.read", "spark convert"]:
+    for name in ["keytrail.read", "spark flatten", "spark, copies kept"]:
         print(f"  {name} takes {medians[name] / cli:.2f}x the time of keytrail convert")
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Iterator, Optional, Sequence, Union
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from . import _keytrail
 
@@ -25,10 +24,6 @@ __all__ = ["flatten", "quarantine", "convert", "spark_schema", "DEFAULT_PARTITIO
 
 #: The partition columns a conversion adds, as the CLI's default (``region``, ``event_date``).
 DEFAULT_PARTITIONING = "region,date"
-
-#: Content bytes flattened per call into the Rust core, so that a task holds a bounded part of a
-#: large Arrow batch of files at a time.
-_CHUNK_BYTES = 64 * 1024 * 1024
 
 _QUARANTINE_NAMES = ["path", "record", "offset", "reason", "bytes"]
 
@@ -63,31 +58,22 @@ def spark_schema(arrow_schema: pa.Schema):
     return StructType(fields)
 
 
-def _chunks(batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
-    """``batch``'s rows in slices of about ``_CHUNK_BYTES`` of content each."""
-    lengths = pc.binary_length(batch.column("content")).to_pylist()
-    start, size = 0, 0
-    for row, length in enumerate(lengths):
-        size += length or 0
-        if size >= _CHUNK_BYTES:
-            yield batch.slice(start, row + 1 - start)
-            start, size = row + 1, 0
-    if start < batch.num_rows:
-        yield batch.slice(start)
-
-
 def _flattener(partition_by: str, keep_raw: bool, strict: bool, want: str):
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
-            for chunk in _chunks(batch.select(["path", "content"])):
-                events, bad = _keytrail.flatten_files(
-                    chunk, partition_by=partition_by, keep_raw=keep_raw, strict=strict
-                )
-                if want == "events":
-                    if events.num_rows:
-                        yield events
-                elif bad.num_rows:
-                    yield pa.RecordBatch.from_arrays(bad.columns, names=_QUARANTINE_NAMES)
+            events, report = _keytrail.start_flatten(
+                batch.select(["path", "content"]), partition_by=partition_by, keep_raw=keep_raw, strict=strict
+            )
+            if want == "events":
+                for chunk in events:
+                    if chunk.num_rows:
+                        yield chunk
+                continue
+            for _ in events:
+                pass
+            bad = report.quarantined()
+            if bad.num_rows:
+                yield pa.RecordBatch.from_arrays(bad.columns, names=_QUARANTINE_NAMES)
 
     return run
 

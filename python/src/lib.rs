@@ -288,23 +288,23 @@ impl Report {
     }
 }
 
-/// Flattens one batch of Spark `binaryFile` rows (`path`, `content`): the events of every file
-/// as one batch with the partition and identity columns, and the quarantine batch. Copies within
-/// the batch are dropped; across batches, the identity column tells them.
+/// Starts flattening one batch of Spark `binaryFile` rows (`path`, `content`) on the calling
+/// task's thread: a reader of the events of every file, with the partition and identity
+/// columns, and its report (which holds the quarantine once the reader is exhausted). Copies
+/// within the batch are dropped; across batches, the identity column tells them.
 #[pyfunction]
 #[pyo3(signature = (batch, *, partition_by=None, keep_raw=false, strict=false))]
-fn flatten_files(
-    py: Python<'_>,
+fn start_flatten(
     batch: PyArrowType<RecordBatch>,
     partition_by: Option<&str>,
     keep_raw: bool,
     strict: bool,
-) -> PyResult<(PyArrowType<RecordBatch>, PyArrowType<RecordBatch>)> {
+) -> PyResult<(PyArrowType<Box<dyn RecordBatchReader + Send>>, Report)> {
     let batch = batch.0;
     let column = |name: &str| {
         batch.column_by_name(name).ok_or_else(|| {
             PyValueError::new_err(format!(
-                "the batch has no `{name}` column (binaryFile gives path and content)"
+                "the batch has no `{name}` column (binaryFile rows have path and content)"
             ))
         })
     };
@@ -333,19 +333,17 @@ fn flatten_files(
         identity_column: true,
         ..StreamOptions::default()
     };
-    let (events, quarantined) = py.detach(move || {
-        let stream = EventStream::start(inputs, &options);
-        let report = stream.report();
-        let schema = stream.schema();
-        let batches: Result<Vec<RecordBatch>, _> = stream.collect();
-        let events = batches.and_then(|batches| arrow::compute::concat_batches(&schema, &batches));
-        (events, report.take_quarantined())
-    });
-    let events = events.map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
-    Ok((PyArrowType(events), PyArrowType(quarantine_batch(&quarantined)?)))
+    let stream = EventStream::start(inputs, &options);
+    let report = Report {
+        stream: stream.report(),
+        discovery_problems: Vec::new(),
+        quarantined: Arc::new(Mutex::new(Vec::new())),
+    };
+    let reader: Box<dyn RecordBatchReader + Send> = Box::new(stream);
+    Ok((PyArrowType(reader), report))
 }
 
-/// The schema of `flatten_files`'s quarantine batch.
+/// The schema of `Report.quarantined()`.
 #[pyfunction]
 fn quarantine_arrow_schema() -> PyArrowType<Schema> {
     PyArrowType(quarantine_schema().as_ref().clone())
@@ -355,7 +353,7 @@ fn quarantine_arrow_schema() -> PyArrowType<Schema> {
 fn _keytrail(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(start_read, module)?)?;
     module.add_function(wrap_pyfunction!(schema, module)?)?;
-    module.add_function(wrap_pyfunction!(flatten_files, module)?)?;
+    module.add_function(wrap_pyfunction!(start_flatten, module)?)?;
     module.add_function(wrap_pyfunction!(quarantine_arrow_schema, module)?)?;
     module.add_class::<Report>()?;
     module.add("IDENTITY_COLUMN", keytrail::convert::stream::IDENTITY_COLUMN)?;
