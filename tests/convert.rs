@@ -852,3 +852,83 @@ fn keep_raw_keeps_each_events_original_text_byte_for_byte() {
         "only tables converted with --keep-raw have the column"
     );
 }
+
+/// One large `Records` file: its records flattened by helper threads give what one thread gives
+/// (rows, counts, problems with their record indexes, the quarantine in order), including a
+/// structural error that ends the file.
+#[test]
+fn a_large_records_file_flattened_by_helper_threads_gives_what_one_thread_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from(r#"{"Records":["#);
+    for i in 0..30_000u32 {
+        if i > 0 {
+            text.push(',');
+        }
+        let record = match i % 7919 {
+            13 => r#"{"eventTime":"never","eventID":"bad","eventName":"Decrypt"}"#.to_string(),
+            29 => r#"{"eventTime":"2024-05-01T10:00:00Z","eventID":"x",,"eventName":"Broken"}"#.to_string(),
+            _ => format!(
+                r#"{{"eventTime":"2024-05-0{}T{:02}:{:02}:{:02}Z","eventID":"e{i}","eventName":"Decrypt","eventSource":"kms.amazonaws.com","awsRegion":"eu-west-{}","recipientAccountId":"111122223333","requestParameters":{{"keyId":"alias/k{}"}}}}"#,
+                1 + i % 3,
+                (i / 3600) % 24,
+                (i / 60) % 60,
+                i % 60,
+                1 + i % 2,
+                i % 5
+            ),
+        };
+        text.push_str(&record);
+    }
+    // A copy of an earlier event, then a record cut short: the file ends in a structural error.
+    text.push_str(r#",{"eventTime":"2024-05-01T00:00:00Z","eventID":"e0","eventName":"Decrypt","eventSource":"kms.amazonaws.com","awsRegion":"eu-west-1","recipientAccountId":"111122223333","requestParameters":{"keyId":"alias/k0"}}"#);
+    text.push_str(r#",{"eventTime":"2024-05-01T"#);
+    let input = dir.path().join("export.json");
+    std::fs::write(&input, &text).unwrap();
+    let inputs = [input.to_string_lossy().into_owned()];
+
+    let (one, alone) = convert_into(&inputs, |o| {
+        o.threads = 1;
+        o.batch_rows = 1000;
+    });
+    let (shared, helped) = convert_into(&inputs, |o| {
+        o.threads = 2;
+        o.batch_rows = 1000;
+        o.shared_input_bytes = 1024;
+    });
+    assert!(text.len() > 1024);
+    let counts = |s: &keytrail::convert::ConvertSummary| {
+        (
+            s.events_read,
+            s.rows_written,
+            s.quarantined_records,
+            s.duplicates_dropped,
+            s.failed_files,
+            s.repaired_records,
+        )
+    };
+    assert_eq!(counts(&helped), counts(&alone));
+    // Records 13, 29, 7932, 7948, ... (every 7,919th): 8 invalid; the copy of e0 is dropped.
+    assert_eq!(alone.rows_written, 30_000 - 8, "{alone:?}");
+    assert_eq!(alone.duplicates_dropped, 1);
+    let problems = |s: &keytrail::convert::ConvertSummary| {
+        s.problems.iter().map(ToString::to_string).collect::<Vec<_>>()
+    };
+    assert_eq!(problems(&helped), problems(&alone));
+    assert!(
+        problems(&alone).iter().any(|p| p.contains("record 13 ")),
+        "{:?}",
+        problems(&alone)
+    );
+    assert_eq!(
+        rows_by_partition(&shared.path().join("out")),
+        rows_by_partition(&one.path().join("out"))
+    );
+    let quarantine = |dir: &std::path::Path| {
+        let runs = dir.join("out/_keytrail/quarantine");
+        let run = std::fs::read_dir(runs).unwrap().next().unwrap().unwrap().path();
+        keytrail::dataset::quarantine::read_quarantine(&run).unwrap()
+    };
+    let (a, b) = (quarantine(one.path()), quarantine(shared.path()));
+    assert_eq!(a.len(), 9, "8 invalid records and the unfinished one");
+    assert_eq!(a, b, "the same records, reasons and bytes, in the same order");
+}

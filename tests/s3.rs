@@ -569,9 +569,15 @@ fn an_s3_run_killed_at_any_moment_then_rerun_has_every_event_once() {
     };
     // SIGKILL at many moments of a run into a new table, then a rerun: always every event once,
     // and nothing the killed run uploaded is left.
+    // The kills land at fractions of how long a whole run takes on this machine now (a loaded
+    // machine runs slower: fixed delays all landed before the first upload once).
+    let timed = std::time::Instant::now();
+    assert!(convert("timing").status().unwrap().success());
+    let run_ms = timed.elapsed().as_millis() as u64;
     let mut kills_in_flight = 0;
-    for delay_ms in [300u64, 800, 1300, 1800, 2300, 2800] {
-        let prefix = format!("sigkill-{delay_ms}");
+    for percent in [10u64, 25, 40, 55, 70, 85] {
+        let delay_ms = run_ms * percent / 100;
+        let prefix = format!("sigkill-{percent}");
         let mut child = convert(&prefix).spawn().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
         let _ = child.kill();
@@ -602,19 +608,19 @@ fn an_s3_run_killed_at_any_moment_then_rerun_has_every_event_once() {
     // the bucket: one file per partition, the same rows; the replaced files stay for readers of
     // older versions.
     generate_tree(&logs.join("more"), 2_000, 10, 500);
-    assert!(convert("sigkill-2800").status().unwrap().success());
-    let (before, _) = parquet_keys(&server, "sigkill-2800");
+    assert!(convert("sigkill-85").status().unwrap().success());
+    let (before, _) = parquet_keys(&server, "sigkill-85");
     let compacted = summary_of(&run(keytrail(&server)
-        .args(["compact", "s3://lake/sigkill-2800", "--json"])
+        .args(["compact", "s3://lake/sigkill-85", "--json"])
         .env("KEYTRAIL_UPLOAD_PART_BYTES", "16384")));
     let partitions = compacted["compacted"].as_array().unwrap().len();
     assert!(partitions > 0, "{compacted}");
-    let (on_store, live) = parquet_keys(&server, "sigkill-2800");
+    let (on_store, live) = parquet_keys(&server, "sigkill-85");
     let mut dirs: Vec<&str> = live.iter().map(|k| k.rsplit_once('/').unwrap().0).collect();
     dirs.dedup();
     assert_eq!(dirs.len(), live.len(), "one file per partition: {live:?}");
     assert_eq!(on_store.len(), before.len() + partitions);
-    assert_eq!(rows_and_ids(&server, "s3://lake/sigkill-2800"), (22_000, 22_000));
+    assert_eq!(rows_and_ids(&server, "s3://lake/sigkill-85"), (22_000, 22_000));
 }
 
 /// Convert `logs` into `s3://lake/<prefix>` incrementally (`KEYTRAIL_*` hooks as given).

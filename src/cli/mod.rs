@@ -616,6 +616,7 @@ fn run_convert(args: ConvertArgs, quiet: bool) -> anyhow::Result<u8> {
         strict: args.strict,
         shard: args.shard,
         keep_raw: args.keep_raw,
+        shared_input_bytes: crate::convert::DEFAULT_SHARED_INPUT_BYTES,
         write: WriteOptions {
             partitioning: args.partition_by,
             target_file_bytes: args.target_file_size.0,

@@ -3,10 +3,13 @@
 
 use std::io::Read;
 
+use arrow::array::RecordBatch;
+
 use tracing::{debug, info_span, warn};
 
 use super::dispatch::{RecordSink, dispatch};
 use super::incremental::manifest_entry;
+use super::parallel::{ChunkPipeline, ChunkResult};
 use super::report::{FileReport, Problem, SkippedFile, finish_report};
 use super::run_state::RunState;
 use crate::dataset::InputRecord;
@@ -19,11 +22,29 @@ use crate::sync::lock;
 /// Bytes read from an input at a time.
 const READ_CHUNK_BYTES: usize = 256 * 1024;
 
+/// Rows ready to go on: the flattener's (to take with [`Flattener::finish_batch`]), or a batch
+/// flattened by a helper thread ([`super::parallel`]).
+pub(super) enum Rows<'a> {
+    Flattener(&'a mut Flattener),
+    Batch(RecordBatch),
+}
+
+/// How the thread reading one input may share its flattening.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Sharing {
+    /// Helper threads a large input's records are flattened on (0: never).
+    pub(super) helpers: usize,
+    /// Inputs of at least this many bytes (as stored) are flattened by helpers.
+    pub(super) min_input_bytes: u64,
+}
+
 /// One input being read.
 struct Reading<'a> {
     name: String,
     flattener: &'a mut Flattener,
-    end_batch: &'a mut dyn FnMut(&mut Flattener, &str) -> bool,
+    end_batch: &'a mut dyn FnMut(Rows<'_>, &str) -> bool,
+    /// Records go to helper threads instead of the flattener (a large input).
+    chunks: Option<ChunkPipeline>,
     run: &'a RunState,
     batch_rows: usize,
     items: u64,
@@ -63,9 +84,54 @@ impl Reading<'_> {
     fn item(&mut self, item: RawItem<'_>) {
         self.record = (self.items, item.offset);
         self.items += 1;
+        if let Some(chunks) = &mut self.chunks {
+            let mut done = Vec::new();
+            chunks.push(item.bytes, self.record.0, item.offset, &mut done);
+            self.take_chunks(done);
+            return;
+        }
         dispatch(item.bytes, self);
         if self.flattener.rows() >= self.batch_rows {
-            self.receiver_gone |= !(self.end_batch)(self.flattener, &self.name);
+            self.receiver_gone |= !(self.end_batch)(Rows::Flattener(self.flattener), &self.name);
+        }
+    }
+
+    /// Takes what helper threads flattened, in input order: counts, problems (and quarantine),
+    /// and the batch.
+    fn take_chunks(&mut self, done: Vec<ChunkResult>) {
+        for result in done {
+            self.report.events += result.events;
+            self.report.repaired += result.repaired;
+            for (reason, count) in result.skipped {
+                *self.report.skipped_records.entry(reason).or_default() += count;
+            }
+            for (index, offset, message, bytes) in result.problems {
+                self.problem(Some(index), Some(offset), message, Some(&bytes));
+            }
+            match result.batch {
+                Ok(batch) if batch.num_rows() == 0 => {}
+                Ok(batch) if !self.receiver_gone => {
+                    self.receiver_gone |= !(self.end_batch)(Rows::Batch(batch), &self.name);
+                }
+                Ok(_) => {}
+                Err(source) => {
+                    self.run.fail(super::ConvertError::Batch {
+                        rows: 0,
+                        input: self.name.clone(),
+                        source,
+                    });
+                    self.receiver_gone = true;
+                }
+            }
+        }
+    }
+
+    /// Waits for the helpers' last chunks (when the input is shared) and takes them.
+    fn finish_chunks(&mut self) {
+        if let Some(chunks) = &mut self.chunks {
+            let mut done = Vec::new();
+            chunks.finish(&mut done);
+            self.take_chunks(done);
         }
     }
 
@@ -103,15 +169,17 @@ impl RecordSink for Reading<'_> {
 pub(super) fn convert_input(
     input: &Input,
     flattener: &mut Flattener,
-    end_batch: &mut dyn FnMut(&mut Flattener, &str) -> bool,
+    end_batch: &mut dyn FnMut(Rows<'_>, &str) -> bool,
     batch_rows: usize,
     run: &RunState,
+    sharing: Sharing,
 ) -> FileReport {
     let _span = info_span!("input", %input).entered();
     let mut reading = Reading {
         name: input.to_string(),
         flattener,
         end_batch,
+        chunks: None,
         run,
         batch_rows,
         items: 0,
@@ -135,7 +203,13 @@ pub(super) fn convert_input(
             None => return reading.report,
         }
     } else {
-        match read_stream(&mut reading, opened.reader, opened.gzip) {
+        let shared = sharing.helpers > 0 && reading.report.bytes >= sharing.min_input_bytes;
+        let stream = if shared {
+            read_shared(&mut reading, opened.reader, opened.gzip, sharing.helpers)
+        } else {
+            read_stream(&mut reading, opened.reader, opened.gzip)
+        };
+        match stream {
             Stream::Read => reading.items,
             Stream::Stopped => return reading.report,
             Stream::Failed => return finish_report(reading.report, reading.items),
@@ -196,6 +270,27 @@ fn is_event_history_csv(head: &[u8]) -> bool {
 /// Why an Event history CSV download converts to nothing, and what to do instead.
 const EVENT_HISTORY_CSV: &str = "a CloudTrail Event history download in CSV: its rows are summaries     (name, time, user, resources), not the events; download the events as JSON in the console, or     save `aws cloudtrail lookup-events` output, and read that";
 
+/// [`read_stream`] with the records flattened by `helpers` threads (see [`super::parallel`]).
+fn read_shared(
+    reading: &mut Reading<'_>,
+    reader: Box<dyn Read + Send + '_>,
+    gzip: bool,
+    helpers: usize,
+) -> Stream {
+    // Rows of earlier inputs go first: the helpers' batches follow them.
+    if reading.flattener.rows() > 0 {
+        reading.receiver_gone |= !(reading.end_batch)(Rows::Flattener(reading.flattener), &reading.name);
+    }
+    std::thread::scope(|scope| {
+        reading.chunks = ChunkPipeline::start(scope, helpers, reading.flattener);
+        debug!(helpers, "records flattened by helper threads");
+        let stream = read_stream(reading, reader, gzip);
+        // Dropping the pipeline ends the helpers (a stopped run leaves its chunks unread).
+        reading.chunks = None;
+        stream
+    })
+}
+
 /// The byte loop: reads `reader` to its end (or first structural error) through the splitter.
 fn read_stream(reading: &mut Reading<'_>, mut reader: Box<dyn Read + Send + '_>, gzip: bool) -> Stream {
     let mut splitter = Splitter::new();
@@ -244,6 +339,10 @@ fn read_stream(reading: &mut Reading<'_>, mut reader: Box<dyn Read + Send + '_>,
         && let Err(e) = splitter.finish()
     {
         failure = Some((e.offset, e.message));
+    }
+    reading.finish_chunks();
+    if reading.stopped() {
+        return Stream::Stopped;
     }
     if let Some((offset, message)) = failure {
         // The records before the failure are kept; the unfinished one goes to the quarantine.

@@ -1,14 +1,16 @@
 //! The `convert` job: inputs → records → Arrow batches → a partitioned Parquet dataset.
 //!
 //! [`pipeline`] runs it on all cores (workers, channel, writer thread, commit); [`input`] reads
-//! one input (the byte loop) and [`dispatch`] tells what each record is; [`incremental`] sets
-//! aside inputs converted before; [`report`] adds up what happened. The output is a Delta Lake
+//! one input (the byte loop; [`parallel`] shares a large one's flattening) and [`dispatch`]
+//! tells what each record is; [`stream`] reads inputs into batches without writing them;
+//! [`incremental`] sets aside inputs converted before; [`report`] adds up what happened. The output is a Delta Lake
 //! table on local disk or S3 ([`crate::dataset::table`]). Per-record and per-file problems are
 //! reported and counted; they never stop the run.
 
 pub mod dispatch;
 mod incremental;
 mod input;
+mod parallel;
 mod pipeline;
 pub mod report;
 mod run_state;
@@ -47,7 +49,14 @@ pub struct ConvertOptions {
     /// Keep each event's original JSON text in the column
     /// [`crate::schema::RAW_EVENT_COLUMN`] (a table keeps it or not, for all its runs).
     pub keep_raw: bool,
+    /// An input of at least this many bytes (as stored) has its records flattened by `threads`
+    /// helper threads instead of by the one worker that reads it (a large `Records` file: a Lake
+    /// export, concatenated archives). CloudTrail's own delivery files are far smaller.
+    pub shared_input_bytes: u64,
 }
+
+/// The default [`ConvertOptions::shared_input_bytes`].
+pub const DEFAULT_SHARED_INPUT_BYTES: u64 = 16 << 20;
 
 /// One of `count` slices of the inputs (`--shard INDEX/COUNT`, `INDEX` from 1): an input belongs
 /// to the slice its path hashes to, so every process given the same inputs agrees on the slices
@@ -115,6 +124,7 @@ impl ConvertOptions {
             strict: false,
             shard: None,
             keep_raw: false,
+            shared_input_bytes: DEFAULT_SHARED_INPUT_BYTES,
         }
     }
 }

@@ -15,7 +15,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use tracing::{info, warn};
 
 use super::incremental::select_inputs;
-use super::input::convert_input;
+use super::input::{Rows, Sharing, convert_input};
 use super::report::{FileReport, Problem};
 use super::run_state::RunState;
 use super::{ConvertError, ConvertOptions, ConvertSummary, ProgressSink};
@@ -193,6 +193,10 @@ fn run_workers(
     // on 2 cores by ~5% for ~30 MB of peak RSS.
     let (sender, receiver) = bounded::<ToWriter>((threads * 2).max(16));
     let next = AtomicUsize::new(0);
+    let sharing = Sharing {
+        helpers: if options.threads > 1 { options.threads } else { 0 },
+        min_input_bytes: options.shared_input_bytes,
+    };
     std::thread::scope(|scope| {
         // Named threads show up as such in `perf`, `top -H` and panic messages.
         let writer_thread = std::thread::Builder::new()
@@ -220,10 +224,15 @@ fn run_workers(
                     if run.stopped() {
                         break;
                     }
-                    let mut end_batch =
-                        |flattener: &mut Flattener, name: &str| sender.end_batch(flattener, run, &name);
-                    let report =
-                        convert_input(input, &mut flattener, &mut end_batch, options.batch_rows, run);
+                    let mut end_batch = |rows: Rows<'_>, name: &str| sender.end_rows(rows, run, &name);
+                    let report = convert_input(
+                        input,
+                        &mut flattener,
+                        &mut end_batch,
+                        options.batch_rows,
+                        run,
+                        sharing,
+                    );
                     progress.file_done(report.events, report.bytes);
                     // A batch ends with a file (once it holds a few hundred rows), so that a
                     // delivery file of that size is a batch of one partition, which the writer
@@ -301,6 +310,18 @@ impl BatchSender {
                     source,
                 });
                 false
+            }
+        }
+    }
+
+    /// [`BatchSender::end_batch`] for either kind of rows.
+    fn end_rows(&mut self, rows: Rows<'_>, run: &RunState, last_input: &dyn std::fmt::Display) -> bool {
+        match rows {
+            Rows::Flattener(flattener) => self.end_batch(flattener, run, last_input),
+            Rows::Batch(batch) => {
+                self.held_rows += batch.num_rows();
+                self.held.push(batch);
+                self.held_rows < self.send_rows || self.send_held()
             }
         }
     }

@@ -15,7 +15,7 @@ use arrow::array::RecordBatch;
 use serde::Serialize;
 
 use super::ConvertError;
-use super::input::convert_input;
+use super::input::{Rows, Sharing, convert_input};
 use super::report::{FileReport, MAX_PROBLEMS_KEPT, Problem, SkippedFile};
 use super::run_state::RunState;
 use crate::dataset::quarantine::{Quarantine, QuarantineEntry};
@@ -79,18 +79,28 @@ impl ScanLedger {
         self.duplicates.fetch_add(count, Ordering::Relaxed);
     }
 
-    /// Reads one input into `flattener`. `emit` is called whenever the flattener holds
-    /// `batch_rows` rows (it takes them with [`Flattener::finish_batch`]); false from it means
-    /// stop reading. Rows left at the end of the input stay in the flattener.
+    /// Reads one input into `flattener`. `emit` is given a batch whenever the flattener holds
+    /// `batch_rows` rows (or the error that ends the scan); false from it means stop reading.
+    /// Rows left at the end of the input stay in the flattener.
     pub fn scan_input(
         &self,
         input: &Input,
         flattener: &mut Flattener,
         batch_rows: usize,
-        emit: &mut dyn FnMut(&mut Flattener) -> bool,
+        emit: &mut dyn FnMut(Result<RecordBatch, ConvertError>) -> bool,
     ) {
-        let mut end_batch = |flattener: &mut Flattener, _name: &str| emit(flattener);
-        let report = convert_input(input, flattener, &mut end_batch, batch_rows, &self.run);
+        let mut end_batch = |rows: Rows<'_>, _name: &str| match rows {
+            Rows::Flattener(flattener) => emit(take_batch(flattener, input)),
+            Rows::Batch(batch) => emit(Ok(batch)),
+        };
+        let report = convert_input(
+            input,
+            flattener,
+            &mut end_batch,
+            batch_rows,
+            &self.run,
+            Sharing::default(),
+        );
         lock(&self.reports).insert(input.to_string(), report);
     }
 
@@ -261,8 +271,8 @@ mod tests {
         let mut flattener = Flattener::new();
         let mut batches = Vec::new();
         for input in [&good, &digest, &good] {
-            ledger.scan_input(input, &mut flattener, 1, &mut |f| {
-                batches.push(f.finish_batch().unwrap());
+            ledger.scan_input(input, &mut flattener, 1, &mut |batch| {
+                batches.push(batch.unwrap());
                 true
             });
         }

@@ -304,13 +304,13 @@ impl Worker {
                 return;
             }
             let mut go_on = true;
-            ledger.scan_input(&input, &mut flattener, options.batch_rows, &mut |flattener| {
-                go_on = self.send(flattener, &input);
+            ledger.scan_input(&input, &mut flattener, options.batch_rows, &mut |batch| {
+                go_on = self.send(batch, &input);
                 go_on
             });
             // Small delivery files share a batch; a quarter-full one goes at the end of a file.
             if go_on && flattener.rows() >= options.batch_rows / 4 {
-                go_on = self.send(&mut flattener, &input);
+                go_on = self.send(take_batch(&mut flattener, &input), &input);
             }
             if !go_on {
                 return;
@@ -321,13 +321,13 @@ impl Worker {
             && flattener.rows() > 0
             && !ledger.stopped()
         {
-            self.send(&mut flattener, &input);
+            self.send(take_batch(&mut flattener, &input), &input);
         }
     }
 
-    /// Sends the flattener's rows; false when the stream must stop.
-    fn send(&self, flattener: &mut Flattener, input: &Input) -> bool {
-        let batch = take_batch(flattener, input).and_then(|batch| {
+    /// Sends a batch of flattened rows; false when the stream must stop.
+    fn send(&self, batch: Result<RecordBatch, ConvertError>, input: &Input) -> bool {
+        let batch = batch.and_then(|batch| {
             self.output(batch).map_err(|source| ConvertError::Batch {
                 rows: 0,
                 input: input.to_string(),

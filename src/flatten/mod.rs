@@ -69,6 +69,7 @@ pub struct Flattener {
 }
 
 /// What a flattener of some columns only must read of each event.
+#[derive(Clone)]
 struct Needed {
     columns: Vec<bool>,
     /// Top-level members to parse (the others are not looked at, or only kept as raw text).
@@ -113,6 +114,20 @@ impl Flattener {
             schema: plan_schema,
             needed: None,
         })
+    }
+
+    /// A flattener like this one (the same schema, columns built and extra columns), without
+    /// its rows: for other threads that flatten parts of the same input.
+    pub fn like(&self) -> Flattener {
+        Flattener {
+            plan: self.plan.clone(),
+            builders: self.plan.new_builders(),
+            rows: 0,
+            raw: self.raw.as_ref().map(|_| StringBuilder::new()),
+            digests: self.digests.as_ref().map(|_| FixedSizeBinaryBuilder::new(16)),
+            schema: self.schema.clone(),
+            needed: self.needed.clone(),
+        }
     }
 
     /// This flattener, building only the columns at `columns` (positions in the schema): the

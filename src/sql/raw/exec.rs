@@ -255,15 +255,15 @@ impl PartitionScan {
             self.files_opened.add(1);
             self.bytes_scanned.add(input.size().unwrap_or(0) as usize);
             let mut go_on = true;
-            ledger.scan_input(input, &mut flattener, batch_rows, &mut |flattener| {
-                go_on = self.send(flattener, input);
+            ledger.scan_input(input, &mut flattener, batch_rows, &mut |batch| {
+                go_on = self.send(batch);
                 go_on
             });
             // Small delivery files share a batch (a batch per file of 50 events costs the query
             // more per row); a quarter-full batch goes at the end of a file, so the first rows
             // of a slow listing come early.
             if go_on && flattener.rows() >= batch_rows / 4 {
-                go_on = self.send(&mut flattener, input);
+                go_on = self.send(take_batch(&mut flattener, input));
             }
             if !go_on {
                 return;
@@ -274,7 +274,7 @@ impl PartitionScan {
             && flattener.rows() > 0
             && !ledger.stopped()
         {
-            self.send(&mut flattener, input);
+            self.send(take_batch(&mut flattener, input));
         }
         let error = match ledger.stop_error() {
             None => return,
@@ -286,9 +286,9 @@ impl PartitionScan {
         let _ = self.sender.blocking_send(Err(error));
     }
 
-    /// Sends the flattener's rows; false when the scan must stop.
-    fn send(&mut self, flattener: &mut Flattener, input: &Input) -> bool {
-        let batch = match take_batch(flattener, input) {
+    /// Sends a batch of flattened rows; false when the scan must stop.
+    fn send(&mut self, batch: std::result::Result<RecordBatch, ConvertError>) -> bool {
+        let batch = match batch {
             Ok(batch) => batch,
             Err(error) => {
                 let _ = self
