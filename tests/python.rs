@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::python_venv;
+use common::{python_venv, start_server};
 
 #[test]
 fn the_python_package_installs_and_passes_its_tests() {
@@ -44,11 +44,26 @@ fn the_python_package_installs_and_passes_its_tests() {
         String::from_utf8_lossy(&install.stdout),
         String::from_utf8_lossy(&install.stderr)
     );
-    let tests = Command::new(&python)
+    // `keytrail.read("s3://...")` against the local S3 server (the Invictus files in the
+    // `trail-logs` bucket).
+    let scratch = tempfile::tempdir().unwrap();
+    let server = start_server(&scratch.path().join("moto.log"));
+    let mut pytest = Command::new(&python);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("AWS_") {
+            pytest.env_remove(name);
+        }
+    }
+    let tests = pytest
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "python/tests"])
         .current_dir(root)
         .env("PATH", &path)
         .env("KEYTRAIL_BIN", env!("CARGO_BIN_EXE_keytrail"))
+        .env("KEYTRAIL_TEST_S3_OBJECTS", server.objects.to_string())
+        .env("AWS_ENDPOINT_URL", &server.endpoint)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
         .output()
         .expect("pytest runs");
     let report = String::from_utf8_lossy(&tests.stdout);

@@ -6,74 +6,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 use common::*;
-
-/// The moto server; stopped when dropped, also when an assertion fails.
-struct S3Server {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    endpoint: String,
-    objects: u64,
-    records: u64,
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_server(log: &Path) -> S3Server {
-    start_server_with(log, &[])
-}
-
-/// The server with more options of tests/s3/moto_s3.py (`--faults`, `--min-part-size`, ...).
-fn start_server_with(log: &Path, options: &[&str]) -> S3Server {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let python = python_venv("tests/s3/requirements.txt", "s3-venv");
-    let mut command = Command::new(python);
-    command
-        .arg(root.join("tests/s3/moto_s3.py"))
-        .args(["--bucket", "trail-logs", "--bucket", "lake"])
-        .args(options);
-    for file in std::fs::read_dir(data("invictus/CloudTrail")).unwrap() {
-        command.arg("--trail").arg(file.unwrap().path());
-    }
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap();
-    let stdin = child.stdin.take();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let fields: std::collections::HashMap<&str, &str> = line
-        .split_whitespace()
-        .filter_map(|f| f.split_once('='))
-        .collect();
-    let server = S3Server {
-        child,
-        stdin,
-        endpoint: fields.get("endpoint").map(|s| s.to_string()).unwrap_or_default(),
-        objects: fields.get("objects").and_then(|n| n.parse().ok()).unwrap_or(0),
-        records: fields.get("records").and_then(|n| n.parse().ok()).unwrap_or(0),
-    };
-    assert!(
-        line.starts_with("ready ") && server.endpoint.starts_with("http://127.0.0.1:"),
-        "the S3 server did not start: {line:?}\n{}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
-    server
-}
 
 fn keytrail(server: &S3Server) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_keytrail"));

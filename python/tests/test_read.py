@@ -2,6 +2,7 @@
 fixture the repository ships; the same problems, with the same bytes."""
 
 import gzip
+import os
 import json
 from collections import Counter
 from pathlib import Path
@@ -221,3 +222,15 @@ def test_other_python_threads_run_while_a_reader_parses(tmp_path):
     assert result["rows"] == 20000
     # Far above what the interpreter's switch interval would allow with the GIL held throughout.
     assert count / elapsed > 0.05 * alone, (count, elapsed, alone, result)
+
+
+@pytest.mark.skipif("AWS_ENDPOINT_URL" not in os.environ, reason="needs the test S3 server (tests/python.rs starts it)")
+def test_s3_urls_read_what_the_local_files_hold():
+    reader = keytrail.read("s3://trail-logs/AWSLogs/", threads=2)
+    from_s3 = rows(reader.read_all())
+    report = keytrail.report(reader)
+    assert report.files_read == int(os.environ["KEYTRAIL_TEST_S3_OBJECTS"])
+    assert from_s3 == rows(keytrail.read(INVICTUS).read_all())
+    assert len(from_s3) == 2900
+    with pytest.raises(FileNotFoundError, match="no-such-prefix"):
+        keytrail.read("s3://trail-logs/no-such-prefix/")

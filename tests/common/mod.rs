@@ -1,8 +1,9 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
 
 use arrow::array::{Array, AsArray, MapArray, RecordBatch};
 use arrow::compute::concat_batches;
@@ -263,4 +264,70 @@ pub async fn collect(session: &SqlSession, sql: &str) -> Vec<RecordBatch> {
             .unwrap();
     }
     batches
+}
+
+/// The S3 server of the tests (moto's server mode on 127.0.0.1, tests/s3/moto_s3.py) with the
+/// buckets `trail-logs` (the Invictus delivery files in CloudTrail's key layout) and `lake`;
+/// stopped when dropped, also when an assertion fails.
+pub struct S3Server {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    pub endpoint: String,
+    /// The delivery files uploaded into `trail-logs`, and the records they hold.
+    pub objects: u64,
+    pub records: u64,
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn start_server(log: &Path) -> S3Server {
+    start_server_with(log, &[])
+}
+
+/// The server with more options of tests/s3/moto_s3.py (`--faults`, `--min-part-size`, ...).
+pub fn start_server_with(log: &Path, options: &[&str]) -> S3Server {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = python_venv("tests/s3/requirements.txt", "s3-venv");
+    let mut command = Command::new(python);
+    command
+        .arg(root.join("tests/s3/moto_s3.py"))
+        .args(["--bucket", "trail-logs", "--bucket", "lake"])
+        .args(options);
+    for file in std::fs::read_dir(data("invictus/CloudTrail")).unwrap() {
+        command.arg("--trail").arg(file.unwrap().path());
+    }
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let fields: std::collections::HashMap<&str, &str> = line
+        .split_whitespace()
+        .filter_map(|f| f.split_once('='))
+        .collect();
+    let server = S3Server {
+        child,
+        stdin,
+        endpoint: fields.get("endpoint").map(|s| s.to_string()).unwrap_or_default(),
+        objects: fields.get("objects").and_then(|n| n.parse().ok()).unwrap_or(0),
+        records: fields.get("records").and_then(|n| n.parse().ok()).unwrap_or(0),
+    };
+    assert!(
+        line.starts_with("ready ") && server.endpoint.starts_with("http://127.0.0.1:"),
+        "the S3 server did not start: {line:?}\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    server
 }
