@@ -17,13 +17,12 @@ import argparse
 import gzip
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from e2e import measure
+from e2e import measure, print_medians
 
 
 def build_file(tree: Path, target: Path, plain: bool):
@@ -83,14 +82,7 @@ def main():
     events = rows["-j 1"]
     print(f"rows: {rows} ({'agree' if len(set(rows.values())) == 1 else 'DIFFER'})")
     print(f"file: {big} ({big.stat().st_size / 2**20:,.0f} MiB, {events:,} events), median of {args.repeat}")
-    medians = {}
-    for name, runs in results.items():
-        seconds = statistics.median(r[0] for r in runs)
-        medians[name] = seconds
-        rss = max(r[1] for r in runs)
-        cpu = statistics.median(r[2] for r in runs)
-        print(f"  {name:16} {seconds:7.2f} s  {events / seconds:10,.0f} events/s  "
-              f"{cpu / events * 1e6:6.2f} CPU µs/event  peak {rss:6.0f} MiB")
+    medians = print_medians(results, events, width=16)
     many = f"-j {args.threads}"
     print(f"  -j {args.threads} is {medians['-j 1'] / medians[many]:.2f}x faster than -j 1")
     if args.baseline:

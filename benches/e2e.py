@@ -61,6 +61,20 @@ def measure(command, capture=True):
     return seconds, usage.ru_maxrss / 1024, stdout.decode(), usage.ru_utime + usage.ru_stime
 
 
+def print_medians(results, events, width=17):
+    """Prints each contender's median wall time, events/s, median CPU µs/event and highest peak
+    RSS over its runs ((seconds, MiB, CPU seconds) each); returns the median wall times."""
+    medians = {}
+    for name, runs in results.items():
+        seconds = statistics.median(r[0] for r in runs)
+        medians[name] = seconds
+        rss = max(r[1] for r in runs)
+        cpu = statistics.median(r[2] for r in runs)
+        print(f"  {name:{width}} {seconds:7.2f} s  {events / seconds:10,.0f} events/s  "
+              f"{cpu / events * 1e6:6.2f} CPU µs/event  peak {rss:6.0f} MiB")
+    return medians
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--keytrail", required=True)

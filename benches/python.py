@@ -25,13 +25,13 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
-import time
+from e2e import print_medians
 
 READ_SCRIPT = r"""
 import sys, keytrail
@@ -150,14 +150,7 @@ def main():
     agree = len(set(rows.values())) == 1
     print(f"rows: {rows} ({'agree' if agree else 'DIFFER'})")
     print(f"tree: {tree} ({events:,} events), threads {args.threads}, median of {args.repeat}")
-    medians = {}
-    for name, runs in results.items():
-        seconds = statistics.median(r[0] for r in runs)
-        medians[name] = seconds
-        rss = max(r[1] for r in runs)
-        cpu = statistics.median(r[2] for r in runs)
-        print(f"  {name:17} {seconds:7.2f} s  {events / seconds:10,.0f} events/s  "
-              f"{cpu / events * 1e6:6.2f} CPU µs/event  peak {rss:6.0f} MiB")
+    medians = print_medians(results, events, width=17)
     cli = medians["keytrail convert"]
     for name in ["keytrail.read", "spark flatten", "spark, copies kept"]:
         print(f"  {name} takes {medians[name] / cli:.2f}x the time of keytrail convert")

@@ -16,13 +16,12 @@ missing.
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from e2e import measure
+from e2e import measure, print_medians
 
 QUERY = (
     "SELECT event_source, event_name, count(*) AS n, count(DISTINCT event_id) AS ids "
@@ -91,14 +90,7 @@ def main():
         print(f"answers: keytrail sql and DuckDB {'agree' if same else 'DIFFER'} ({len(ours)} groups)")
     events = sum(int(line.split(",")[2]) for line in answers["keytrail sql"].strip().splitlines()[1:])
     print(f"tree: {tree} ({events:,} events), threads {args.threads}, median of {args.repeat}")
-    medians = {}
-    for name, runs in results.items():
-        seconds = statistics.median(r[0] for r in runs)
-        medians[name] = seconds
-        rss = max(r[1] for r in runs)
-        cpu = statistics.median(r[2] for r in runs)
-        print(f"  {name:17} {seconds:7.2f} s  {events / seconds:10,.0f} events/s  "
-              f"{cpu / events * 1e6:6.2f} CPU µs/event  peak {rss:6.0f} MiB")
+    medians = print_medians(results, events, width=17)
     sql = medians["keytrail sql"]
     print(f"  keytrail sql takes {sql / medians['keytrail convert']:.2f}x the time of keytrail convert")
     if "duckdb" in medians:

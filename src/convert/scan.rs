@@ -104,6 +104,39 @@ impl ScanLedger {
         lock(&self.reports).insert(input.to_string(), report);
     }
 
+    /// Reads the inputs `target` gives, one after the other, into `flattener`, and gives
+    /// `target` the batches: one whenever `batch_rows` rows are read, and at the end of an input
+    /// once a quarter of that is (small delivery files share a batch, since a batch per file of
+    /// 50 events costs a query more per row; and the first rows of a slow listing come early);
+    /// the rows left go last. Stops when `target` has no more inputs or refuses a batch, or
+    /// when the scans must stop.
+    pub fn scan_all(&self, target: &mut dyn ScanTarget, flattener: &mut Flattener, batch_rows: usize) {
+        let mut last = None;
+        while !self.stopped() {
+            let Some(input) = target.next_input() else {
+                break;
+            };
+            let mut go_on = true;
+            self.scan_input(&input, flattener, batch_rows, &mut |batch| {
+                go_on = target.send(batch, &input);
+                go_on
+            });
+            if go_on && flattener.rows() >= batch_rows / 4 {
+                go_on = target.send(take_batch(flattener, &input), &input);
+            }
+            if !go_on {
+                return;
+            }
+            last = Some(input);
+        }
+        if let Some(input) = last
+            && flattener.rows() > 0
+            && !self.stopped()
+        {
+            target.send(take_batch(flattener, &input), &input);
+        }
+    }
+
     /// Adds up what the scans read.
     pub fn summary(&self) -> ScanSummary {
         let reports = lock(&self.reports);
@@ -132,6 +165,14 @@ impl ScanLedger {
         summary.problems = problems;
         summary
     }
+}
+
+/// Where [`ScanLedger::scan_all`] takes its inputs from and sends its batches.
+pub trait ScanTarget {
+    /// The next input to read; `None` ends the scan.
+    fn next_input(&mut self) -> Option<Input>;
+    /// Takes a batch read up to `input` (or the error that ends the scan); false ends the scan.
+    fn send(&mut self, batch: Result<RecordBatch, ConvertError>, input: &Input) -> bool;
 }
 
 /// What a query over raw logs read: every event is a row of the table, a copy dropped, or an

@@ -18,7 +18,7 @@ use arrow::error::ArrowError;
 use crossbeam_channel::{Receiver, Sender};
 
 use super::ConvertError;
-use super::scan::{ScanLedger, ScanSummary, take_batch};
+use super::scan::{ScanLedger, ScanSummary, ScanTarget};
 use crate::dataset::Partitioning;
 use crate::dataset::quarantine::QuarantineEntry;
 use crate::flatten::Flattener;
@@ -287,46 +287,14 @@ struct Worker {
     sender: Sender<Result<RecordBatch, ConvertError>>,
 }
 
-impl Worker {
-    fn run(self) {
-        let options = &self.shared.options;
-        let ledger = &self.shared.report.ledger;
-        let mut flattener = Flattener::new();
-        if options.keep_raw {
-            flattener = flattener.keeping_raw();
-        }
-        let mut last = None;
-        loop {
-            let Some(input) = lock(&self.shared.inputs).pop_front() else {
-                break;
-            };
-            if ledger.stopped() {
-                return;
-            }
-            let mut go_on = true;
-            ledger.scan_input(&input, &mut flattener, options.batch_rows, &mut |batch| {
-                go_on = self.send(batch, &input);
-                go_on
-            });
-            // Small delivery files share a batch; a quarter-full one goes at the end of a file.
-            if go_on && flattener.rows() >= options.batch_rows / 4 {
-                go_on = self.send(take_batch(&mut flattener, &input), &input);
-            }
-            if !go_on {
-                return;
-            }
-            last = Some(input);
-        }
-        if let Some(input) = last
-            && flattener.rows() > 0
-            && !ledger.stopped()
-        {
-            self.send(take_batch(&mut flattener, &input), &input);
-        }
+impl ScanTarget for Worker {
+    /// The next input of the shared queue.
+    fn next_input(&mut self) -> Option<Input> {
+        lock(&self.shared.inputs).pop_front()
     }
 
     /// Sends a batch of flattened rows; false when the stream must stop.
-    fn send(&self, batch: Result<RecordBatch, ConvertError>, input: &Input) -> bool {
+    fn send(&mut self, batch: Result<RecordBatch, ConvertError>, input: &Input) -> bool {
         let batch = batch.and_then(|batch| {
             self.output(batch).map_err(|source| ConvertError::Batch {
                 rows: 0,
@@ -342,6 +310,18 @@ impl Worker {
                 false
             }
         }
+    }
+}
+
+impl Worker {
+    fn run(mut self) {
+        let mut flattener = Flattener::new();
+        if self.shared.options.keep_raw {
+            flattener = flattener.keeping_raw();
+        }
+        let shared = self.shared.clone();
+        let ledger = &shared.report.ledger;
+        ledger.scan_all(&mut self, &mut flattener, shared.options.batch_rows);
     }
 
     /// A flattened batch as the stream gives it: without copies, with partition columns.

@@ -24,7 +24,7 @@ use datafusion::physical_plan::{
 use tokio::sync::mpsc;
 
 use crate::convert::ConvertError;
-use crate::convert::scan::{ScanLedger, take_batch};
+use crate::convert::scan::{ScanLedger, ScanTarget};
 use crate::dataset::Partitioning as TablePartitioning;
 use crate::flatten::Flattener;
 use crate::read::Input;
@@ -202,6 +202,7 @@ impl ExecutionPlan for RawEventsExec {
         let group = self.plan.groups.get(partition).cloned().unwrap_or_default();
         let (sender, mut receiver) = mpsc::channel::<Result<RecordBatch>>(CHANNEL_BATCHES);
         let scanner = PartitionScan {
+            group: group.into_iter(),
             plan: self.plan.clone(),
             output_schema: self.schema.clone(),
             seen: self.seen.clone(),
@@ -214,7 +215,7 @@ impl ExecutionPlan for RawEventsExec {
         };
         std::thread::Builder::new()
             .name(format!("keytrail-scan-{partition}"))
-            .spawn(move || scanner.run(&group))
+            .spawn(move || scanner.run())
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         let stream = futures::stream::poll_fn(move |cx| receiver.poll_recv(cx));
         Ok(Box::pin(RecordBatchStreamAdapter::new(
@@ -226,6 +227,8 @@ impl ExecutionPlan for RawEventsExec {
 
 /// One partition's thread.
 struct PartitionScan {
+    /// The partition's inputs not yet read.
+    group: std::vec::IntoIter<Input>,
     plan: Arc<ScanPlan>,
     output_schema: SchemaRef,
     seen: Arc<SeenEvents>,
@@ -238,7 +241,7 @@ struct PartitionScan {
 }
 
 impl PartitionScan {
-    fn run(mut self, group: &[Input]) {
+    fn run(mut self) {
         let mut flattener = Flattener::new()
             .only_columns(&self.plan.flattened_columns())
             .hashing_originals();
@@ -247,35 +250,7 @@ impl PartitionScan {
         }
         let ledger = self.plan.ledger.clone();
         let batch_rows = self.plan.batch_rows;
-        let mut last = None;
-        for input in group {
-            if ledger.stopped() || self.sender.is_closed() || self.rows_left == Some(0) {
-                break;
-            }
-            self.files_opened.add(1);
-            self.bytes_scanned.add(input.size().unwrap_or(0) as usize);
-            let mut go_on = true;
-            ledger.scan_input(input, &mut flattener, batch_rows, &mut |batch| {
-                go_on = self.send(batch);
-                go_on
-            });
-            // Small delivery files share a batch (a batch per file of 50 events costs the query
-            // more per row); a quarter-full batch goes at the end of a file, so the first rows
-            // of a slow listing come early.
-            if go_on && flattener.rows() >= batch_rows / 4 {
-                go_on = self.send(take_batch(&mut flattener, input));
-            }
-            if !go_on {
-                return;
-            }
-            last = Some(input);
-        }
-        if let Some(input) = last
-            && flattener.rows() > 0
-            && !ledger.stopped()
-        {
-            self.send(take_batch(&mut flattener, input));
-        }
+        ledger.scan_all(&mut self, &mut flattener, batch_rows);
         let error = match ledger.stop_error() {
             None => return,
             Some(ConvertError::Strict(problem)) => {
@@ -285,9 +260,22 @@ impl PartitionScan {
         };
         let _ = self.sender.blocking_send(Err(error));
     }
+}
+
+impl ScanTarget for PartitionScan {
+    /// The next input, unless the query has gone or has all the rows its limit asks for.
+    fn next_input(&mut self) -> Option<Input> {
+        if self.sender.is_closed() || self.rows_left == Some(0) {
+            return None;
+        }
+        let input = self.group.next()?;
+        self.files_opened.add(1);
+        self.bytes_scanned.add(input.size().unwrap_or(0) as usize);
+        Some(input)
+    }
 
     /// Sends a batch of flattened rows; false when the scan must stop.
-    fn send(&mut self, batch: std::result::Result<RecordBatch, ConvertError>) -> bool {
+    fn send(&mut self, batch: std::result::Result<RecordBatch, ConvertError>, _input: &Input) -> bool {
         let batch = match batch {
             Ok(batch) => batch,
             Err(error) => {
@@ -315,7 +303,9 @@ impl PartitionScan {
         };
         batch.num_rows() == 0 || self.sender.blocking_send(Ok(batch)).is_ok()
     }
+}
 
+impl PartitionScan {
     /// The batch without events read before, by this partition or another.
     fn without_copies(&self, batch: RecordBatch) -> Result<RecordBatch> {
         let (batch, dropped) = self.seen.drop_copies(batch)?;
