@@ -298,11 +298,7 @@ impl BatchSender {
     ) -> bool {
         let rows = flattener.rows();
         match flattener.finish_batch() {
-            Ok(batch) => {
-                self.held.push(batch);
-                self.held_rows += rows;
-                self.held_rows < self.send_rows || self.send_held()
-            }
+            Ok(batch) => self.hold(batch),
             Err(source) => {
                 run.fail(ConvertError::Batch {
                     rows,
@@ -318,12 +314,16 @@ impl BatchSender {
     fn end_rows(&mut self, rows: Rows<'_>, run: &RunState, last_input: &dyn std::fmt::Display) -> bool {
         match rows {
             Rows::Flattener(flattener) => self.end_batch(flattener, run, last_input),
-            Rows::Batch(batch) => {
-                self.held_rows += batch.num_rows();
-                self.held.push(batch);
-                self.held_rows < self.send_rows || self.send_held()
-            }
+            Rows::Batch(batch) => self.hold(batch),
         }
+    }
+
+    /// Holds a batch, and sends the batches held once they reach `send_rows`; false when the
+    /// writer has stopped.
+    fn hold(&mut self, batch: RecordBatch) -> bool {
+        self.held_rows += batch.num_rows();
+        self.held.push(batch);
+        self.held_rows < self.send_rows || self.send_held()
     }
 
     fn send_held(&mut self) -> bool {
