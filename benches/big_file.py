@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from e2e import measure, print_medians
+from e2e import add_run_arguments, measure, print_medians
 
 
 def build_file(tree: Path, target: Path, plain: bool):
@@ -47,11 +47,8 @@ def build_file(tree: Path, target: Path, plain: bool):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--keytrail", required=True)
+    add_run_arguments(parser)
     parser.add_argument("--baseline")
-    parser.add_argument("--tree", default=os.path.expanduser("~/.cache/keytrail/bench/gen-1m-seed1"))
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
-    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--plain", action="store_true", help="plain JSON instead of gzip")
     args = parser.parse_args()
 

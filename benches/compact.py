@@ -14,7 +14,6 @@ medians are reported, with MB/s of Parquet read and events/s.
 import argparse
 import collections
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -23,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from e2e import measure  # noqa: E402
+from e2e import add_run_arguments, measure  # noqa: E402
 
 DUCKDB_REWRITE = r"""
 import sys, duckdb
@@ -41,11 +40,8 @@ for partition in sorted({p.parent for p in table.rglob('*.parquet') if not any(p
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--keytrail", required=True)
-    parser.add_argument("--tree", default=os.path.expanduser("~/.cache/keytrail/bench/gen-1m-seed1"))
+    add_run_arguments(parser)
     parser.add_argument("--small-file-size", default="2MiB")
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--duckdb-python", help="python with duckdb (the bench virtualenv); without it, no DuckDB contender")
     args = parser.parse_args()
 

@@ -61,6 +61,15 @@ def measure(command, capture=True):
     return seconds, usage.ru_maxrss / 1024, stdout.decode(), usage.ru_utime + usage.ru_stime
 
 
+def add_run_arguments(parser):
+    """The options every conversion benchmark takes: the keytrail binary, the generated tree, the
+    thread count and the rounds."""
+    parser.add_argument("--keytrail", required=True)
+    parser.add_argument("--tree", default=os.path.expanduser("~/.cache/keytrail/bench/gen-1m-seed1"))
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--repeat", type=int, default=3)
+
+
 def print_medians(results, events, width=17):
     """Prints each contender's median wall time, events/s, median CPU µs/event and highest peak
     RSS over its runs ((seconds, MiB, CPU seconds) each); returns the median wall times."""
@@ -77,13 +86,10 @@ def print_medians(results, events, width=17):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--keytrail", required=True)
+    add_run_arguments(parser)
     parser.add_argument("--floor", required=True)
-    parser.add_argument("--tree", default=os.path.expanduser("~/.cache/keytrail/bench/gen-1m-seed1"))
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
-    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-duckdb", action="store_true")
     parser.add_argument("--baseline", help="another keytrail binary (an earlier build) to time in the same run")
     parser.add_argument("--work", default=None, help="scratch directory for outputs (default: beside the tree)")

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from e2e import measure  # noqa: E402
+from e2e import add_run_arguments, measure  # noqa: E402
 
 REQUEST = re.compile(r'"(GET|PUT|POST|HEAD|DELETE) ')
 
@@ -60,11 +60,8 @@ def requests_since(log, offset):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--keytrail", required=True)
+    add_run_arguments(parser)
     parser.add_argument("--baseline")
-    parser.add_argument("--tree", default=os.path.expanduser("~/.cache/keytrail/bench/gen-1m-seed1"))
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
-    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--s3-python", help="python with moto (the s3 test virtualenv); without it, no S3 contender")
     args = parser.parse_args()
 

@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from e2e import print_medians
+from e2e import add_run_arguments, print_medians
 
 READ_SCRIPT = r"""
 import sys, keytrail
@@ -113,12 +113,9 @@ def measure_tree(command):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--keytrail", required=True)
+    add_run_arguments(parser)
     parser.add_argument("--python", default=os.path.expanduser("~/.cache/keytrail/bench-python-venv/bin/python"))
-    parser.add_argument("--tree", default=os.path.expanduser("~/.cache/keytrail/bench/gen-1m-seed1"))
     parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
-    parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
     tree = Path(args.tree)

@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from e2e import measure, print_medians
+from e2e import add_run_arguments, measure, print_medians
 
 QUERY = (
     "SELECT event_source, event_name, count(*) AS n, count(DISTINCT event_id) AS ids "
@@ -50,12 +50,9 @@ for row in rows:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--keytrail", required=True)
+    add_run_arguments(parser)
     parser.add_argument("--duckdb-python", default=os.path.expanduser("~/.cache/keytrail/bench-venv/bin/python"))
-    parser.add_argument("--tree", default=os.path.expanduser("~/.cache/keytrail/bench/gen-1m-seed1"))
     parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
-    parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
     tree = Path(args.tree)
