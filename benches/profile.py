@@ -32,7 +32,10 @@ STAGES = [
     ("write: gather (sorted copy)", r"interleave|keytrail::write::gather|arrow_select::take"),
     ("write: dedup", r"keytrail::write::dedup"),
     ("write: routing", r"keytrail::write::route"),
-    ("flatten: unmapped", r"keytrail::flatten::unmapped|collect_unknown"),
+    ("flatten: unmapped", r"keytrail::flatten::unmapped"),
+    # Finding each column's value and the unknown keys: per-column scans and a second walk before
+    # the one walk of flatten/paths.rs.
+    ("flatten: path lookups, unknown keys", r"Doc::lookup|keytrail::flatten::paths|collect_unknown"),
     ("flatten: KMS rules", r"keytrail::flatten::derive"),
     ("flatten: member parse", r"keytrail::flatten::parse_raw|keytrail::read::json"),
     ("flatten: columns", r"keytrail::flatten::"),

@@ -20,6 +20,7 @@
 
 mod builders;
 mod derive;
+mod paths;
 mod plan;
 pub mod time;
 mod unmapped;
@@ -37,6 +38,7 @@ use crate::read::json::Json;
 use crate::schema::{ColumnType, Schema};
 use builders::ColumnBuilder;
 pub use derive::Rule;
+use paths::Resolved;
 pub use plan::PlanError;
 use plan::{Parse, Plan, Source};
 use unmapped::Unmapped;
@@ -398,10 +400,12 @@ fn append_struct_list(
     builder.append_struct_list(rows.into_iter());
 }
 
-/// One event's top-level members, matched to the plan's slots.
+/// One event's top-level members, matched to the plan's slots, with every path below them
+/// resolved.
 pub(crate) struct Doc<'a> {
     raw: Vec<Option<&'a RawValue>>,
     values: Vec<Option<Json<'a>>>,
+    resolved: Resolved,
 }
 
 impl<'a> Doc<'a> {
@@ -431,30 +435,36 @@ impl<'a> Doc<'a> {
                 _ => None,
             })
             .collect();
-        let doc = Doc { raw, values };
-        if !walk_unknown {
-            return doc;
-        }
+        let mut doc = Doc {
+            raw,
+            values,
+            resolved: Resolved::new(plan.hops),
+        };
         let mut path = String::new();
         for (slot, info) in plan.slots.iter().enumerate() {
-            if let (Some(node), Some(value)) = (&info.node, &doc.values[slot]) {
+            if let Some(value) = &doc.values[slot] {
                 path.clear();
                 path.push_str(&info.key);
-                node.collect_unknown(value, &mut path, unmapped);
+                (info.node).walk(value, walk_unknown, &mut path, &mut doc.resolved, unmapped);
             }
         }
         doc
     }
 
-    /// Parses the payload members that only KMS columns read.
+    /// Parses the payload members that only KMS columns read, and resolves the paths below them.
     fn with_payloads(mut self, plan: &Plan, needed: Option<&Needed>) -> Doc<'a> {
+        let mut path = String::new();
         for (slot, info) in plan.slots.iter().enumerate() {
             if info.parse == Parse::Kms
                 && needed.is_none_or(|n| n.slots[slot])
                 && self.values[slot].is_none()
                 && let Some(raw) = self.raw[slot]
             {
-                self.values[slot] = Some(parse_raw(raw));
+                let value = parse_raw(raw);
+                // Nothing under a KMS-only member is reported unknown: it is kept whole.
+                let mut unmapped = Unmapped::default();
+                (info.node).walk(&value, false, &mut path, &mut self.resolved, &mut unmapped);
+                self.values[slot] = Some(value);
             }
         }
         self
@@ -466,31 +476,13 @@ impl<'a> Doc<'a> {
         path: &plan::PathSpec,
         unmapped: &mut Unmapped,
     ) -> Option<&'s Json<'a>> {
-        let mut value = self.values[path.slot].as_ref()?;
-        for (depth, key) in path.rest.iter().enumerate() {
-            // One pass over the members: most paths are absent from an event, and a second,
-            // case-insensitive pass for each of them cost as much as the first.
-            let mut variant = None;
-            let mut exact = None;
-            for (k, v) in value.as_object()? {
-                if k == key {
-                    exact = Some(v);
-                    break;
-                }
-                if variant.is_none() && k.eq_ignore_ascii_case(key) {
-                    variant = Some((k, v));
-                }
-            }
-            value = match (exact, variant) {
-                (Some(v), _) => v,
-                (None, Some((actual, v))) => {
-                    unmapped.insert(path.variant_text(depth, actual), v);
-                    v
-                }
-                (None, None) => return None,
-            };
-        }
-        Some(value)
+        let value = self.values[path.slot].as_ref()?;
+        self.resolved.follow(
+            value,
+            &path.hops,
+            |depth, actual| path.variant_text(depth, actual),
+            unmapped,
+        )
     }
 }
 

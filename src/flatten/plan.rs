@@ -3,17 +3,17 @@
 
 use std::collections::HashMap;
 
-use super::unmapped::Unmapped;
 use arrow::datatypes::SchemaRef;
 
 use super::builders::ColumnBuilder;
 use super::derive::{KmsPaths, Rule};
-use crate::read::json::Json;
+use super::paths::Node;
 use crate::schema::{ColumnType, Schema, Scope, StructField};
 
-/// Looked up for every top-level member of every event, so the hash must be fast; the map holds
+/// Looked up for every top-level member of every event, so the hash must be fast on short keys
+/// (xxh3's streaming hasher, used through `Hasher`, was 1.2 % of a conversion); the map holds
 /// only the schema's keys and never grows with input, so a keyed (SipHash) hash protects nothing.
-type KeyMap = HashMap<String, usize, xxhash_rust::xxh3::Xxh3DefaultBuilder>;
+type KeyMap = HashMap<String, usize, foldhash::fast::FixedState>;
 
 /// When a top-level member must be parsed (into a borrowed `Json` tree).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -29,68 +29,8 @@ pub(crate) enum Parse {
 pub(crate) struct SlotInfo {
     pub key: String,
     pub parse: Parse,
-    /// The known structure under this member, used to find unknown keys.
-    pub node: Option<Node>,
-}
-
-/// Known keys below a JSON path. `whole` marks a subtree a column keeps in full.
-#[derive(Debug, Default)]
-pub(crate) struct Node {
-    children: Vec<(String, Node)>,
-    whole: bool,
-}
-
-impl Node {
-    fn child_mut(&mut self, key: &str) -> &mut Node {
-        let at = match self.children.iter().position(|(k, _)| k == key) {
-            Some(at) => at,
-            None => {
-                self.children.push((key.to_string(), Node::default()));
-                self.children.len() - 1
-            }
-        };
-        &mut self.children[at].1
-    }
-
-    /// Records every key under `value` that no column reads (nor keeps whole) into `unmapped`.
-    /// `path` is the value's path; it is extended while descending and restored on return.
-    pub(crate) fn collect_unknown(&self, value: &Json<'_>, path: &mut String, unmapped: &mut Unmapped) {
-        if self.whole || value.is_null() {
-            return;
-        }
-        let Json::Object(object) = value else {
-            // A container the schema walks arrived as a scalar or array: keep it as it came.
-            unmapped.insert(path.clone(), value);
-            return;
-        };
-        if object.is_empty() && !self.children.is_empty() {
-            // Present but empty (`sessionIssuer: {}`, `webIdFederationData: {}`): no typed column
-            // can say so, and absent is not the same.
-            unmapped.insert_empty_object(path.clone());
-            return;
-        }
-        let parent = path.len();
-        for (key, child_value) in object {
-            match self.children.iter().find(|(k, _)| k == key) {
-                // Known leaves kept whole need no path: only build one to descend or to report.
-                Some((_, child)) if child.whole || child_value.is_null() => continue,
-                Some((_, child)) => {
-                    push_key(path, key);
-                    child.collect_unknown(child_value, path, unmapped);
-                }
-                None => {
-                    push_key(path, key);
-                    unmapped.insert(path.clone(), child_value);
-                }
-            }
-            path.truncate(parent);
-        }
-    }
-}
-
-fn push_key(path: &mut String, key: &str) {
-    path.push('.');
-    path.push_str(key);
+    /// The schema's paths under this member: what the walk resolves and which keys are known.
+    pub node: Node,
 }
 
 /// A compiled JSON path: a top-level slot and the keys below it.
@@ -98,6 +38,8 @@ fn push_key(path: &mut String, key: &str) {
 pub(crate) struct PathSpec {
     pub slot: usize,
     pub rest: Vec<String>,
+    /// The tree's hop for each key of `rest` (see [`super::paths::Resolved`]).
+    pub hops: Vec<usize>,
     pub text: String,
 }
 
@@ -139,12 +81,15 @@ pub(crate) struct Plan {
     pub event_time: PathSpec,
     pub event_source: PathSpec,
     pub kms: KmsPaths,
+    /// Hops in all slots' trees: the size of an event's [`super::paths::Resolved`].
+    pub hops: usize,
 }
 
 /// Used while compiling: registers slots and paths.
 pub(crate) struct PlanBuilder {
     slots: Vec<SlotInfo>,
     slot_by_key: KeyMap,
+    hops: usize,
 }
 
 impl PlanBuilder {
@@ -156,25 +101,36 @@ impl PlanBuilder {
             self.slots.push(SlotInfo {
                 key: top.to_string(),
                 parse: Parse::Never,
-                node: None,
+                node: Node::default(),
             });
             self.slots.len() - 1
         });
         let rest: Vec<String> = parts.map(str::to_string).collect();
         let info = &mut self.slots[slot];
         info.parse = info.parse.max(parse);
+        let mut hops = Vec::with_capacity(rest.len());
+        let mut node = &mut info.node;
+        for key in &rest {
+            let (hop, child) = node.child_mut(key, &mut self.hops);
+            hops.push(hop);
+            node = child;
+        }
         PathSpec {
             slot,
             rest,
+            hops,
             text: text.to_string(),
         }
     }
 
     /// Marks `path` as read by an every-event column, so the walk does not report it unknown.
     fn mark_known(&mut self, path: &PathSpec) {
-        let node = self.slots[path.slot].node.get_or_insert_with(Node::default);
-        let leaf = path.rest.iter().fold(node, |n, k| n.child_mut(k));
-        leaf.whole = true;
+        let mut node = &mut self.slots[path.slot].node;
+        for key in &path.rest {
+            node.mark_known();
+            node = node.child_mut(key, &mut self.hops).1;
+        }
+        node.keep_whole();
     }
 }
 
@@ -196,6 +152,7 @@ impl Plan {
         let mut builder = PlanBuilder {
             slots: Vec::new(),
             slot_by_key: KeyMap::default(),
+            hops: 0,
         };
         let mut columns = Vec::with_capacity(schema.columns().len());
         let last = schema.columns().len().saturating_sub(1);
@@ -218,10 +175,7 @@ impl Plan {
             } else if column.ty == ColumnType::Json && column.from.len() == 1 && !column.from[0].contains('.')
             {
                 let spec = builder.path(&column.from[0], Parse::Never);
-                builder.slots[spec.slot]
-                    .node
-                    .get_or_insert_with(Node::default)
-                    .whole = true;
+                builder.slots[spec.slot].node.keep_whole();
                 Source::RawJson(spec.slot)
             } else {
                 let parse = if kms_only { Parse::Kms } else { Parse::Always };
@@ -255,11 +209,8 @@ impl Plan {
         // Top-level members an every-event column reads are walked for unknown keys; JSON
         // columns are kept whole.
         for slot in &mut builder.slots {
-            if slot.parse == Parse::Always && slot.node.is_none() {
-                slot.node = Some(Node {
-                    children: Vec::new(),
-                    whole: true,
-                });
+            if slot.parse == Parse::Always && !slot.node.is_known() {
+                slot.node.keep_whole();
             }
         }
         let slot_by_lower = builder
@@ -276,6 +227,7 @@ impl Plan {
             event_time,
             event_source,
             kms,
+            hops: builder.hops,
         })
     }
 
