@@ -477,6 +477,10 @@ impl<'a> Doc<'a> {
         unmapped: &mut Unmapped,
     ) -> Option<&'s Json<'a>> {
         let value = self.values[path.slot].as_ref()?;
+        if path.hops.is_empty() {
+            // Most paths are top-level members: nothing to follow.
+            return Some(value);
+        }
         self.resolved.follow(
             value,
             &path.hops,

@@ -107,7 +107,7 @@ impl Node {
         for (index, (key, member)) in members.iter().enumerate() {
             let exact = self.children.iter().find(|c| c.key == *key);
             if let Some(child) = exact {
-                resolved.hops[child.hop] = Hop::Exact(index);
+                resolved.hops[child.hop] = Hop::Exact(position(index));
             }
             // A lookup takes a key that matches only ignoring case when no member matches
             // exactly, the first such in member order (an exact match later still wins).
@@ -118,7 +118,7 @@ impl Node {
                         && resolved.hops[other.hop] == Hop::Absent
                         && other.key.eq_ignore_ascii_case(key)
                     {
-                        resolved.hops[other.hop] = Hop::Variant(index);
+                        resolved.hops[other.hop] = Hop::Variant(position(index));
                         variants = true;
                     }
                 }
@@ -153,14 +153,19 @@ impl Node {
             for child in &self.children {
                 if let Hop::Variant(index) = resolved.hops[child.hop]
                     && !child.node.children.is_empty()
+                    && let Some((_, member)) = members.get(index as usize)
                 {
-                    child
-                        .node
-                        .walk(&members[index].1, false, path, resolved, unmapped);
+                    child.node.walk(member, false, path, resolved, unmapped);
                 }
             }
         }
     }
+}
+
+/// A member's position as a [`Hop`] keeps it: an object of more than 4 billion members cannot
+/// be held in memory, so the saturation never happens (and would make the lookup find nothing).
+fn position(index: usize) -> u32 {
+    u32::try_from(index).unwrap_or(u32::MAX)
 }
 
 fn push_key(path: &mut String, key: &str) {
@@ -173,9 +178,9 @@ fn push_key(path: &mut String, key: &str) {
 pub(crate) enum Hop {
     Absent,
     /// The member at this position has the key exactly.
-    Exact(usize),
+    Exact(u32),
     /// The member at this position has the key ignoring ASCII case, and none has it exactly.
-    Variant(usize),
+    Variant(u32),
 }
 
 /// Every hop of every path, resolved for one event by [`Node::walk`].
@@ -192,6 +197,7 @@ impl Resolved {
 
     /// Follows `hops` from `value` (a top-level member); a key that matched only ignoring case
     /// is used and noted in `unmapped` under its spelling, `variant_text(depth, actual)`.
+    #[inline]
     pub(crate) fn follow<'v, 'a>(
         &self,
         mut value: &'v Json<'a>,
@@ -203,9 +209,9 @@ impl Resolved {
             let members = value.as_object()?;
             value = match self.hops[hop] {
                 Hop::Absent => return None,
-                Hop::Exact(index) => &members.get(index)?.1,
+                Hop::Exact(index) => &members.get(index as usize)?.1,
                 Hop::Variant(index) => {
-                    let (actual, member) = members.get(index)?;
+                    let (actual, member) = members.get(index as usize)?;
                     unmapped.insert(variant_text(depth, actual), member);
                     member
                 }
