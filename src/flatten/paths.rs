@@ -129,7 +129,6 @@ impl Node {
                     if collect && !child.node.known {
                         push_key(path, key);
                         unmapped.insert(path.clone(), member);
-                        path.truncate(parent);
                     }
                     let collect_child = collect && child.node.known;
                     if collect_child || !child.node.children.is_empty() {

@@ -37,8 +37,7 @@ pub(crate) struct SlotInfo {
 #[derive(Debug, Clone)]
 pub(crate) struct PathSpec {
     pub slot: usize,
-    pub rest: Vec<String>,
-    /// The tree's hop for each key of `rest` (see [`super::paths::Resolved`]).
+    /// The tree's hop for each key below the slot (see [`super::paths::Resolved`]).
     pub hops: Vec<usize>,
     pub text: String,
 }
@@ -105,19 +104,17 @@ impl PlanBuilder {
             });
             self.slots.len() - 1
         });
-        let rest: Vec<String> = parts.map(str::to_string).collect();
         let info = &mut self.slots[slot];
         info.parse = info.parse.max(parse);
-        let mut hops = Vec::with_capacity(rest.len());
+        let mut hops = Vec::new();
         let mut node = &mut info.node;
-        for key in &rest {
+        for key in parts {
             let (hop, child) = node.child_mut(key, &mut self.hops);
             hops.push(hop);
             node = child;
         }
         PathSpec {
             slot,
-            rest,
             hops,
             text: text.to_string(),
         }
@@ -126,7 +123,7 @@ impl PlanBuilder {
     /// Marks `path` as read by an every-event column, so the walk does not report it unknown.
     fn mark_known(&mut self, path: &PathSpec) {
         let mut node = &mut self.slots[path.slot].node;
-        for key in &path.rest {
+        for key in path.text.split('.').skip(1) {
             node.mark_known();
             node = node.child_mut(key, &mut self.hops).1;
         }
