@@ -2,7 +2,9 @@
 //!
 //! It tracks only strings and bracket nesting, so it runs near memory speed and keeps at most one
 //! record buffered: a multi-GB `{"Records":[...]}` file streams through in constant memory. Each
-//! record it yields is validated and parsed later by the flattener. Accepted layouts:
+//! record it yields is validated and parsed later by the flattener. Inside a record, where keys,
+//! commas and scalars cannot change what is yielded, it only looks for quotes, backslashes and
+//! brackets ([`Splitter::skip_inside`]). Accepted layouts:
 //!
 //! * `{"Records":[ {...}, {...} ]}`: S3 delivery files (the wrapper is dropped, each element is a record)
 //! * `[ {...}, {...} ]`: a JSON array of events or envelopes
@@ -72,6 +74,9 @@ pub struct Splitter {
     last_key_is_records: bool,
     awaiting_records_value: bool,
     bom_checked: bool,
+    /// Tests compare the fast scan inside records with the general one.
+    #[cfg(test)]
+    general_scan_only: bool,
 }
 
 impl Splitter {
@@ -211,8 +216,14 @@ impl Splitter {
     fn scan(&mut self, sink: &mut dyn FnMut(RawItem<'_>)) -> Result<(), SplitError> {
         let len = self.buf.len();
         while self.pos < len {
+            if !self.in_string && self.stack.len() > self.item_depth.unwrap_or(1) {
+                self.skip_inside()?;
+                if self.pos >= len {
+                    break;
+                }
+            }
             if self.in_string {
-                match memchr2(b'"', b'\\', &self.buf[self.pos..]) {
+                match find_quote_or_backslash(&self.buf[self.pos..]) {
                     None => {
                         self.pos = len;
                         break;
@@ -323,13 +334,122 @@ impl Splitter {
     }
 }
 
+impl Splitter {
+    /// Scans below the level whose values are items (or below a top-level object's members),
+    /// where keys, commas, colons and scalars change nothing the splitter yields: only strings
+    /// and brackets are followed, in a loop that touches each byte once without the general
+    /// scan's per-byte state. Stops at the bracket that closes back to that level (the general
+    /// scan emits the item), at the end of the buffer, or inside a string cut by it.
+    fn skip_inside(&mut self) -> Result<(), SplitError> {
+        #[cfg(test)]
+        if self.general_scan_only {
+            return Ok(());
+        }
+        let floor = self.item_depth.unwrap_or(1);
+        let buf = &self.buf;
+        let len = buf.len();
+        let mut pos = self.pos;
+        while pos < len {
+            let byte = buf[pos];
+            match byte {
+                b'"' => match find_string_end(&buf[pos + 1..]) {
+                    StringEnd::At(end) => pos += end + 2,
+                    StringEnd::Cut(at) => {
+                        // The general scan resumes inside the string, at its last backslash or
+                        // at the end of the buffer.
+                        self.in_string = true;
+                        self.pos = pos + 1 + at;
+                        return Ok(());
+                    }
+                },
+                b'{' | b'[' => {
+                    self.stack.push(byte);
+                    pos += 1;
+                }
+                b'}' | b']' => {
+                    if self.stack.len() == floor + 1 {
+                        break;
+                    }
+                    let open = if byte == b'}' { b'{' } else { b'[' };
+                    if self.stack.pop() != Some(open) {
+                        self.pos = pos;
+                        return Err(self.error_at(pos, &format!("unexpected `{}`", byte as char)));
+                    }
+                    pos += 1;
+                }
+                _ => pos += 1,
+            }
+        }
+        self.pos = pos;
+        Ok(())
+    }
+}
+
+/// Where a string's closing quote is, in the bytes after its opening quote.
+enum StringEnd {
+    /// The closing quote's position.
+    At(usize),
+    /// The buffer ends inside the string: at its last backslash (whose escaped byte may be in
+    /// the next chunk) or at the buffer's end.
+    Cut(usize),
+}
+
+fn find_string_end(bytes: &[u8]) -> StringEnd {
+    let mut at = 0;
+    loop {
+        match find_quote_or_backslash(&bytes[at..]) {
+            None => return StringEnd::Cut(bytes.len()),
+            Some(i) if bytes[at + i] == b'"' => return StringEnd::At(at + i),
+            Some(i) if at + i + 1 >= bytes.len() => return StringEnd::Cut(at + i),
+            Some(i) => at += i + 2,
+        }
+    }
+}
+
+/// The first `"` or `\` in `bytes`. Most strings of a record are short (keys, names, ids):
+/// eight bytes are tested at a time in a register first, and `memchr2`, faster on long text but
+/// with a fixed cost per call that short strings notice, takes over after 32 bytes.
+#[inline]
+fn find_quote_or_backslash(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const QUOTES: u64 = u64::from_ne_bytes([b'"'; 8]);
+    const BACKSLASHES: u64 = u64::from_ne_bytes([b'\\'; 8]);
+    // A byte of `x` is zero where the high bit of this is set; a false positive can only follow a
+    // true zero (the borrow), so the lowest set bit is exact.
+    let zero_bytes = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let mut at = 0;
+    while at < 32
+        && let Some(word) = bytes.get(at..at + 8)
+    {
+        let word = u64::from_le_bytes(word.try_into().expect("eight bytes"));
+        let found = zero_bytes(word ^ QUOTES) | zero_bytes(word ^ BACKSLASHES);
+        if found != 0 {
+            return Some(at + (found.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    memchr2(b'"', b'\\', &bytes[at..]).map(|i| at + i)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn split_chunked(input: &[u8], chunk: usize) -> Result<Vec<(String, Container, u64)>, SplitError> {
+        split_with(input, chunk, false)
+    }
+
+    fn split_with(
+        input: &[u8],
+        chunk: usize,
+        general_scan_only: bool,
+    ) -> Result<Vec<(String, Container, u64)>, SplitError> {
         let mut out = Vec::new();
-        let mut splitter = Splitter::new();
+        let mut splitter = Splitter {
+            general_scan_only,
+            ..Splitter::default()
+        };
         for piece in input.chunks(chunk.max(1)) {
             splitter.push(piece, &mut |item| {
                 out.push((
@@ -416,5 +536,101 @@ mod tests {
         assert_eq!(mismatched.offset, 7);
         let text = split_chunked(b"hello", 2).unwrap_err();
         assert_eq!(text.offset, 0);
+    }
+
+    #[test]
+    fn quote_or_backslash_is_found_at_every_position() {
+        for len in 0..80 {
+            for at in 0..len {
+                for stop in [b'"', b'\\'] {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = stop;
+                    // A byte just above a match must not hide it (the borrow of the zero test).
+                    if at + 1 < len {
+                        bytes[at + 1] = 0x80;
+                    }
+                    assert_eq!(find_quote_or_backslash(&bytes), Some(at), "{len} {at}");
+                }
+            }
+            assert_eq!(find_quote_or_backslash(&vec![b'a'; len]), None);
+        }
+    }
+
+    use proptest::prelude::*;
+
+    /// JSON values whose strings hold what the scan must not be fooled by.
+    fn value() -> impl Strategy<Value = serde_json::Value> {
+        use serde_json::Value;
+        let text = proptest::string::string_regex(r#"[a-z"\\{}\[\],:é \n]{0,40}"#).expect("regex");
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i32>().prop_map(Value::from),
+            text.prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 40, 6, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::vec(("[a-zA-Z\"{]{1,8}", inner), 0..6)
+                    .prop_map(|members| Value::Object(members.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn object() -> impl Strategy<Value = serde_json::Value> {
+        proptest::collection::vec(("[a-zA-Z]{1,8}", value()), 0..6)
+            .prop_map(|members| serde_json::Value::Object(members.into_iter().collect()))
+    }
+
+    /// An input in one of the layouts, pretty or compact, and the text of each record in it.
+    fn input() -> impl Strategy<Value = (String, Vec<String>)> {
+        (
+            proptest::collection::vec(object(), 0..5),
+            0..3usize,
+            any::<bool>(),
+        )
+            .prop_map(|(records, layout, pretty)| {
+                let text = |v: &serde_json::Value| {
+                    if pretty {
+                        serde_json::to_string_pretty(v).expect("json")
+                    } else {
+                        v.to_string()
+                    }
+                };
+                let items: Vec<String> = records.iter().map(text).collect();
+                let input = match layout {
+                    0 => format!(
+                        r#"{{"before":{{"Records":[1]}},"Records":[{}],"after":[{{}}]}}"#,
+                        items.join(",\n")
+                    ),
+                    1 => format!("[{}]", items.join(" , ")),
+                    _ => items.join("\n"),
+                };
+                (input, items)
+            })
+    }
+
+    proptest! {
+        /// The scan inside records finds what the general scan finds, in every chunking, also in
+        /// broken input (the same error at the same byte).
+        #[test]
+        fn the_scan_inside_records_agrees_with_the_general_scan(
+            (input, items) in input(),
+            chunk in 1..64usize,
+            damage in proptest::option::of((any::<prop::sample::Index>(), prop::sample::select(&b"{}[]\"\\x"[..]))),
+        ) {
+            let mut bytes = input.into_bytes();
+            if let Some((at, byte)) = damage && !bytes.is_empty() {
+                let at = at.index(bytes.len());
+                bytes[at] = byte;
+            }
+            let fast = split_with(&bytes, chunk, false);
+            let general = split_with(&bytes, chunk, true);
+            prop_assert_eq!(&fast, &general);
+            if damage.is_none() && !items.is_empty() {
+                let found: Vec<String> = fast.expect("valid input splits").into_iter().map(|i| i.0).collect();
+                prop_assert_eq!(found, items);
+            }
+        }
     }
 }
