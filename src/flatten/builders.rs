@@ -18,14 +18,10 @@ pub(crate) struct WrongType;
 
 /// One column's Arrow builder. Nulls are counted and appended in runs, when the next value or the
 /// end of the batch comes: most columns of most events are absent (KMS columns of other
-/// services' events, optional fields), and one call per run is cheaper than one per row. A
-/// column an event does not touch is not called at all: [`ColumnBuilder::pad_to`] counts its
-/// nulls when it is next given a value, or when the batch ends.
+/// services' events, optional fields), and one call per run is cheaper than one per row.
 pub(crate) struct ColumnBuilder {
     builder: Builder,
     pending_nulls: usize,
-    /// Rows this column holds, the pending nulls included.
-    rows: usize,
 }
 
 enum Builder {
@@ -80,21 +76,11 @@ impl ColumnBuilder {
         ColumnBuilder {
             builder,
             pending_nulls: 0,
-            rows: 0,
         }
     }
 
     pub(crate) fn append_null(&mut self) {
         self.pending_nulls += 1;
-        self.rows += 1;
-    }
-
-    /// Makes the column hold `rows` rows, the ones it was not given being null.
-    pub(crate) fn pad_to(&mut self, rows: usize) {
-        if rows > self.rows {
-            self.pending_nulls += rows - self.rows;
-            self.rows = rows;
-        }
     }
 
     /// Appends the nulls counted since the last value; every other append calls this first.
@@ -125,7 +111,6 @@ impl ColumnBuilder {
             Builder::Utf8(b) => b.append_value(value),
             _ => unreachable!("append_str is only used on utf8 columns"),
         }
-        self.rows += 1;
     }
 
     pub(crate) fn append_timestamp(&mut self, micros: i64) {
@@ -133,7 +118,6 @@ impl ColumnBuilder {
             Builder::Timestamp(b) => b.append_value(micros),
             _ => unreachable!("append_timestamp is only used on timestamp columns"),
         }
-        self.rows += 1;
     }
 
     /// Appends a JSON value, coercing the spellings real logs use (`"true"`, numbers as strings,
@@ -223,7 +207,6 @@ impl ColumnBuilder {
             }
         };
         if ok {
-            self.rows += 1;
             Ok(())
         } else {
             self.append_null();
@@ -250,14 +233,12 @@ impl ColumnBuilder {
             values.append(true);
         }
         list.append(true);
-        self.rows += 1;
     }
 
     /// Takes the rows appended so far as an array. A text column's next buffers are sized from
     /// this batch (batches are alike), so they are neither regrown by doubling, copying as they
     /// go, nor left up to half empty: the writer's memory limit then counts bytes that hold data.
     pub(crate) fn finish(&mut self) -> ArrayRef {
-        self.rows = 0;
         match self.builder() {
             Builder::Utf8(b) => {
                 let array = b.finish();

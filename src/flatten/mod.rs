@@ -19,7 +19,6 @@
 //! ```
 
 mod builders;
-mod column_set;
 mod derive;
 mod paths;
 mod plan;
@@ -38,7 +37,6 @@ use crate::read::classify::TopFields;
 use crate::read::json::Json;
 use crate::schema::{ColumnType, Schema};
 use builders::ColumnBuilder;
-use column_set::ColumnSet;
 pub use derive::Rule;
 use paths::Resolved;
 pub use plan::PlanError;
@@ -70,14 +68,12 @@ pub struct Flattener {
     schema: SchemaRef,
     /// The columns a reader needs, when not all ([`Flattener::only_columns`]).
     needed: Option<Needed>,
-    /// The columns the event being appended touches (kept to reuse its memory).
-    touched: ColumnSet,
 }
 
 /// What a flattener of some columns only must read of each event.
 #[derive(Clone)]
 struct Needed {
-    columns: ColumnSet,
+    columns: Vec<bool>,
     /// Top-level members to parse (the others are not looked at, or only kept as raw text).
     /// The `unmapped` column is never among the columns: it needs them all (no `Needed`).
     slots: Vec<bool>,
@@ -111,7 +107,6 @@ impl Flattener {
         let plan = Arc::new(Plan::compile(schema)?);
         let builders = plan.new_builders();
         let plan_schema = plan.arrow.clone();
-        let touched = ColumnSet::new(plan.columns.len());
         Ok(Flattener {
             plan,
             builders,
@@ -120,7 +115,6 @@ impl Flattener {
             digests: None,
             schema: plan_schema,
             needed: None,
-            touched,
         })
     }
 
@@ -135,7 +129,6 @@ impl Flattener {
             digests: self.digests.as_ref().map(|_| FixedSizeBinaryBuilder::new(16)),
             schema: self.schema.clone(),
             needed: self.needed.clone(),
-            touched: self.touched.clone(),
         }
     }
 
@@ -145,7 +138,7 @@ impl Flattener {
     pub fn only_columns(mut self, columns: &[usize]) -> Flattener {
         let plan = &*self.plan;
         let mut needed = Needed {
-            columns: ColumnSet::new(plan.columns.len()),
+            columns: vec![false; plan.columns.len()],
             slots: vec![false; plan.slots.len()],
             kms: false,
         };
@@ -160,7 +153,7 @@ impl Flattener {
             let Some(plan_column) = plan.columns.get(column) else {
                 continue;
             };
-            needed.columns.insert(column);
+            needed.columns[column] = true;
             match &plan_column.source {
                 Source::Paths(paths) => paths.iter().for_each(|p| needed.slots[p.slot] = true),
                 // The catch-all is what every other column's lookups leave over (values of the
@@ -297,30 +290,12 @@ impl Flattener {
         let kms = (is_kms && needed.is_none_or(|n| n.kms))
             .then(|| derive::KmsFacts::resolve(plan, &doc, &mut unmapped));
 
-        let touched = &mut self.touched;
-        let readers = &plan.readers;
-        touched.copy_from(&readers.every_event);
-        for (slot, (raw, value)) in doc.raw.iter().zip(&doc.values).enumerate() {
-            if value.is_some() {
-                touched.union_with(&readers.parsed[slot]);
+        for (index, (column, builder)) in plan.columns.iter().zip(self.builders.iter_mut()).enumerate() {
+            let unwanted = needed.is_some_and(|n| !n.columns[index]);
+            if unwanted || (column.kms_only && !is_kms) {
+                builder.append_null();
+                continue;
             }
-            if raw.is_some() {
-                touched.union_with(&readers.raw[slot]);
-            }
-        }
-        if is_kms {
-            touched.union_with(&readers.kms_derived);
-        } else {
-            touched.remove_all(&readers.kms_only);
-        }
-        if let Some(needed) = needed {
-            touched.intersect_with(&needed.columns);
-        }
-        let row = self.rows;
-        for index in touched.iter() {
-            let column = &plan.columns[index];
-            let builder = &mut self.builders[index];
-            builder.pad_to(row);
             match &column.source {
                 Source::EventTime => builder.append_timestamp(event_time),
                 Source::RawJson(slot) => {
@@ -366,13 +341,7 @@ impl Flattener {
 
     /// Takes the rows appended so far as a batch (possibly empty).
     pub fn finish_batch(&mut self) -> Result<RecordBatch, ArrowError> {
-        let rows = self.rows;
-        let mut columns: Vec<ArrayRef> = (self.builders.iter_mut())
-            .map(|builder| {
-                builder.pad_to(rows);
-                builder.finish()
-            })
-            .collect();
+        let mut columns: Vec<ArrayRef> = self.builders.iter_mut().map(ColumnBuilder::finish).collect();
         self.rows = 0;
         if let Some(raw) = &mut self.raw {
             columns.push(Arc::new(raw.finish()));
@@ -659,7 +628,7 @@ mod tests {
     }
 
     #[test]
-    fn columns_an_event_does_not_touch_are_null_in_its_row() {
+    fn a_batch_holds_the_rows_each_event_makes_alone() {
         use arrow::array::Array;
 
         // Each event holds other members; the rows of one batch must be the rows each event
@@ -689,14 +658,14 @@ mod tests {
         for (index, field) in together.schema().fields().iter().enumerate() {
             assert_eq!(together.column(index), alone.column(index), "{}", field.name());
         }
-        let touched_by_some = (0..together.num_columns())
+        let filled_by_some = (0..together.num_columns())
             .filter(|&c| {
                 together.column(c).null_count() > 0 && together.column(c).null_count() < events.len()
             })
             .count();
         assert!(
-            touched_by_some > 10,
-            "the events touch different columns ({touched_by_some})"
+            filled_by_some > 10,
+            "the events fill different columns ({filled_by_some})"
         );
     }
 

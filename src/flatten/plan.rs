@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use arrow::datatypes::SchemaRef;
 
 use super::builders::ColumnBuilder;
-use super::column_set::ColumnSet;
 use super::derive::{KmsPaths, Rule};
 use super::paths::Node;
 use crate::schema::{ColumnType, Schema, Scope, StructField};
@@ -83,50 +82,6 @@ pub(crate) struct Plan {
     pub kms: KmsPaths,
     /// Hops in all slots' trees: the size of an event's [`super::paths::Resolved`].
     pub hops: usize,
-    /// Which columns an event can give a value, by what it holds (see [`Readers`]).
-    pub readers: Readers,
-}
-
-/// The columns that can hold a value for an event, by what the event holds: an event touches
-/// only these, and the others' nulls are counted when the batch ends. What a column's lookups
-/// note in `unmapped` (case variants, values of the wrong type) needs a parsed member below
-/// them, so a column left out this way would have noted nothing.
-pub(crate) struct Readers {
-    /// Per slot: the columns following a path in the member once it is parsed.
-    pub parsed: Vec<ColumnSet>,
-    /// Per slot: the columns copying the member's text.
-    pub raw: Vec<ColumnSet>,
-    /// The event time and the `unmapped` catch-all: touched by every event.
-    pub every_event: ColumnSet,
-    /// The KMS rules' columns: touched by every KMS event.
-    pub kms_derived: ColumnSet,
-    /// Columns only KMS events fill.
-    pub kms_only: ColumnSet,
-}
-
-impl Readers {
-    fn new(columns: &[ColumnPlan], slots: usize) -> Readers {
-        let empty = ColumnSet::new(columns.len());
-        let mut readers = Readers {
-            parsed: vec![empty.clone(); slots],
-            raw: vec![empty.clone(); slots],
-            every_event: empty.clone(),
-            kms_derived: empty.clone(),
-            kms_only: empty,
-        };
-        for (index, column) in columns.iter().enumerate() {
-            if column.kms_only {
-                readers.kms_only.insert(index);
-            }
-            match &column.source {
-                Source::EventTime | Source::Derive(Rule::Unmapped) => readers.every_event.insert(index),
-                Source::Derive(_) => readers.kms_derived.insert(index),
-                Source::RawJson(slot) => readers.raw[*slot].insert(index),
-                Source::Paths(paths) => paths.iter().for_each(|p| readers.parsed[p.slot].insert(index)),
-            }
-        }
-        readers
-    }
 }
 
 /// Used while compiling: registers slots and paths.
@@ -255,7 +210,6 @@ impl Plan {
                 slot.node.keep_whole();
             }
         }
-        let readers = Readers::new(&columns, builder.slots.len());
         let slot_by_lower = builder
             .slot_by_key
             .iter()
@@ -271,7 +225,6 @@ impl Plan {
             event_source,
             kms,
             hops: builder.hops,
-            readers,
         })
     }
 
