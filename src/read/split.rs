@@ -4,7 +4,7 @@
 //! record buffered: a multi-GB `{"Records":[...]}` file streams through in constant memory. Each
 //! record it yields is validated and parsed later by the flattener. Inside a record, where keys,
 //! commas and scalars cannot change what is yielded, it only looks for quotes, backslashes and
-//! brackets ([`Splitter::skip_inside`]). Accepted layouts:
+//! brackets (`Splitter::skip_inside`). Accepted layouts:
 //!
 //! * `{"Records":[ {...}, {...} ]}`: S3 delivery files (the wrapper is dropped, each element is a record)
 //! * `[ {...}, {...} ]`: a JSON array of events or envelopes
