@@ -36,6 +36,11 @@ use super::{
 pub const PENDING_LEASE: Duration = Duration::from_secs(15 * 60);
 /// The lock file in a local run's staging directory, held while the run lives.
 const LOCK_FILE: &str = ".lock";
+/// A staging directory is made under its name with this after it, and renamed once its lock is
+/// held.
+const STARTING_SUFFIX: &str = ".starting";
+/// How long a staging directory may stay unrenamed before another run takes its owner for dead.
+const STARTING_LEASE: Duration = Duration::from_secs(10 * 60);
 
 /// How a run treats a table that already holds data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,11 +152,16 @@ pub fn prepare_output(
     let run_id = new_run_id();
     let (staging, temp, lock) = match local_root {
         Some(root) => {
+            // Another run starting beside this one removes staging directories whose lock nobody
+            // holds: the directory gets its staging name only once its lock is held (a lock
+            // follows its file through the rename).
             let staging = root.join(format!("{STAGING_PREFIX}{run_id}"));
-            fs::create_dir_all(&staging).map_err(io_error(&staging))?;
-            let lock_path = staging.join(LOCK_FILE);
+            let starting = root.join(format!("{STAGING_PREFIX}{run_id}{STARTING_SUFFIX}"));
+            fs::create_dir_all(&starting).map_err(io_error(&starting))?;
+            let lock_path = starting.join(LOCK_FILE);
             let lock = fs::File::create(&lock_path).map_err(io_error(&lock_path))?;
             lock.lock().map_err(io_error(&lock_path))?;
+            fs::rename(&starting, &staging).map_err(io_error(&staging))?;
             (staging, None, Some(lock))
         }
         None => {
@@ -299,12 +309,29 @@ fn recover(table: &Table, local_root: Option<&Path>) -> Result<(), DatasetError>
     if let Some(root) = local_root {
         for entry in fs::read_dir(root).map_err(io_error(root))?.filter_map(Result::ok) {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(run_id) = name.strip_prefix(STAGING_PREFIX)
-                && !staging_locked(&entry.path())
-            {
+            let Some(run_id) = name.strip_prefix(STAGING_PREFIX) else {
+                continue;
+            };
+            let dead = if run_id.ends_with(STARTING_SUFFIX) {
+                // A run between making its staging directory and locking it; one still starting
+                // after minutes was killed there.
+                let age = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok());
+                age.is_some_and(|age| age > STARTING_LEASE)
+            } else {
+                !staging_locked(&entry.path())
+            };
+            if dead {
                 let path = entry.path();
                 info!(run = run_id, path = %path.display(), "removing the staging area of a killed run");
-                fs::remove_dir_all(&path).map_err(io_error(&path))?;
+                match fs::remove_dir_all(&path) {
+                    // Another run sweeping, or its owner finishing, removed it first.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    other => other.map_err(io_error(&path))?,
+                }
             }
         }
     }
