@@ -204,6 +204,16 @@ impl Splitter {
         Ok(())
     }
 
+    /// Pops the container the closing bracket `byte` at `pos` ends; fails if it is not the one
+    /// open.
+    fn close(&mut self, byte: u8, pos: usize) -> Result<(), SplitError> {
+        let open = if byte == b'}' { b'{' } else { b'[' };
+        if self.stack.pop() != Some(open) {
+            return Err(self.error_at(pos, &format!("unexpected `{}`", byte as char)));
+        }
+        Ok(())
+    }
+
     fn end_scalar_item(&mut self, end: usize, sink: &mut dyn FnMut(RawItem<'_>)) {
         if self.item_is_scalar && Some(self.stack.len()) == self.item_depth {
             if let Some(start) = self.item_start.take() {
@@ -286,13 +296,7 @@ impl Splitter {
                 }
                 b'}' | b']' => {
                     self.end_scalar_item(self.pos, sink);
-                    let open = if byte == b'}' { b'{' } else { b'[' };
-                    match self.stack.pop() {
-                        Some(o) if o == open => {}
-                        _ => {
-                            return Err(self.error_at(self.pos, &format!("unexpected `{}`", byte as char)));
-                        }
-                    }
+                    self.close(byte, self.pos)?;
                     let depth = self.stack.len();
                     if Some(depth) == self.item_depth {
                         if let Some(start) = self.item_start.take() {
@@ -346,13 +350,12 @@ impl Splitter {
             return Ok(());
         }
         let floor = self.item_depth.unwrap_or(1);
-        let buf = &self.buf;
-        let len = buf.len();
+        let len = self.buf.len();
         let mut pos = self.pos;
         while pos < len {
-            let byte = buf[pos];
+            let byte = self.buf[pos];
             match byte {
-                b'"' => match find_string_end(&buf[pos + 1..]) {
+                b'"' => match find_string_end(&self.buf[pos + 1..]) {
                     StringEnd::At(end) => pos += end + 2,
                     StringEnd::Cut(at) => {
                         // The general scan resumes inside the string, at its last backslash or
@@ -370,10 +373,9 @@ impl Splitter {
                     if self.stack.len() == floor + 1 {
                         break;
                     }
-                    let open = if byte == b'}' { b'{' } else { b'[' };
-                    if self.stack.pop() != Some(open) {
+                    if let Err(error) = self.close(byte, pos) {
                         self.pos = pos;
-                        return Err(self.error_at(pos, &format!("unexpected `{}`", byte as char)));
+                        return Err(error);
                     }
                     pos += 1;
                 }
