@@ -194,7 +194,7 @@ SELECT 'never run';
         );
         assert!(out.contains("n\n69\n"), "{out}");
         assert!(
-            out.contains("kms_key_arn,Utf8,YES,\"ARN of the KMS key the call used"),
+            out.contains("kms_key_arn,Utf8View,YES,\"ARN of the KMS key the call used"),
             "{out}"
         );
         assert!(out.contains("event_name\nReEncrypt\n"), "{out}");

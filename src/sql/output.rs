@@ -111,11 +111,15 @@ pub async fn write_results(
             rows = write_json(&mut stream, arrow::json::LineDelimitedWriter::new(&mut *out)).await?;
         }
         Format::Parquet => {
-            let mut writer = ArrowWriter::try_new(&mut *out, stream.schema(), None)?;
+            let schema = super::string_views::without_views(&stream.schema());
+            let mut writer = ArrowWriter::try_new(&mut *out, schema.clone(), None)?;
             while let Some(batch) = stream.next().await {
                 let batch = batch?;
                 rows += batch.num_rows() as u64;
-                writer.write(&batch)?;
+                let columns = (batch.columns().iter().zip(schema.fields()))
+                    .map(|(column, field)| arrow::compute::cast(column, field.data_type()))
+                    .collect::<Result<Vec<_>, _>>()?;
+                writer.write(&RecordBatch::try_new(schema.clone(), columns)?)?;
             }
             writer.close()?;
         }

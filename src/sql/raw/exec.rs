@@ -326,13 +326,13 @@ impl PartitionScan {
         } else {
             Vec::new()
         };
-        let columns: Vec<ArrayRef> = wanted
-            .iter()
-            .map(|&i| match i.checked_sub(flattened) {
-                None => batch.column(i).clone(),
-                Some(k) => derived[k].clone(),
+        let columns = (wanted.iter().zip(self.output_schema.fields()))
+            .map(|(&i, field)| match i.checked_sub(flattened) {
+                // The flattener builds Utf8; the table reads text as views (`string_views`).
+                None => arrow::compute::cast(batch.column(i), field.data_type()),
+                Some(k) => Ok(derived[k].clone()),
             })
-            .collect();
+            .collect::<std::result::Result<Vec<ArrayRef>, _>>()?;
         let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
         Ok(RecordBatch::try_new_with_options(
             self.output_schema.clone(),

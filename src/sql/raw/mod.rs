@@ -97,10 +97,10 @@ impl RawEvents {
     }
 }
 
-/// A converted table's schema: the flattened columns (and the original text, if kept), then
-/// the default partition columns.
+/// A converted table's schema as the session reads it: the flattened columns (and the original
+/// text, if kept) with text as views, then the default partition columns.
 fn table_schema(keep_raw: bool) -> SchemaRef {
-    let flattened = Schema::builtin().table_arrow_schema(keep_raw);
+    let flattened = super::string_views::with_views(&Schema::builtin().table_arrow_schema(keep_raw));
     let mut fields: Vec<Field> = flattened.fields().iter().map(|f| f.as_ref().clone()).collect();
     let dictionary = DataType::Dictionary(Box::new(DataType::UInt16), Box::new(DataType::Utf8));
     for column in Partitioning::default().column_names() {
