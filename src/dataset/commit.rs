@@ -155,7 +155,7 @@ pub fn prepare_output(
             // Another run starting beside this one removes staging directories whose lock nobody
             // holds: the directory gets its staging name only once its lock is held (a lock
             // follows its file through the rename).
-            let staging = root.join(format!("{STAGING_PREFIX}{run_id}"));
+            let staging = staging_dir(root, &run_id);
             let starting = root.join(format!("{STAGING_PREFIX}{run_id}{STARTING_SUFFIX}"));
             fs::create_dir_all(&starting).map_err(io_error(&starting))?;
             let lock_path = starting.join(LOCK_FILE);
@@ -340,7 +340,7 @@ fn recover(table: &Table, local_root: Option<&Path>) -> Result<(), DatasetError>
 
 fn owner_alive(pending: &PendingRecord, local_root: Option<&Path>) -> bool {
     match local_root {
-        Some(root) => staging_locked(&root.join(format!("{STAGING_PREFIX}{}", pending.run_id))),
+        Some(root) => staging_locked(&staging_dir(root, &pending.run_id)),
         None => {
             let age = chrono::Utc::now().timestamp_millis() - pending.heartbeat;
             age < pending_lease().as_millis() as i64
@@ -349,6 +349,11 @@ fn owner_alive(pending: &PendingRecord, local_root: Option<&Path>) -> bool {
 }
 
 /// Whether a live run holds the staging directory's lock.
+/// Where a local run keeps its files until they are committed.
+fn staging_dir(root: &Path, run_id: &str) -> PathBuf {
+    root.join(format!("{STAGING_PREFIX}{run_id}"))
+}
+
 fn staging_locked(staging: &Path) -> bool {
     let Ok(file) = fs::File::open(staging.join(LOCK_FILE)) else {
         return false;
