@@ -348,12 +348,12 @@ fn owner_alive(pending: &PendingRecord, local_root: Option<&Path>) -> bool {
     }
 }
 
-/// Whether a live run holds the staging directory's lock.
 /// Where a local run keeps its files until they are committed.
 fn staging_dir(root: &Path, run_id: &str) -> PathBuf {
     root.join(format!("{STAGING_PREFIX}{run_id}"))
 }
 
+/// Whether a live run holds the staging directory's lock.
 fn staging_locked(staging: &Path) -> bool {
     let Ok(file) = fs::File::open(staging.join(LOCK_FILE)) else {
         return false;
